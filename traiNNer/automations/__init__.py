@@ -1,0 +1,1 @@
+"""Training automations: each observes training signals and returns decisions."""
