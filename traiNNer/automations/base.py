@@ -54,6 +54,8 @@ class Knobs:
     weight_decay: float = 0.0
     precision: Precision = "fp32"
     activation_checkpointing: bool = False
+    # Optimizer type chosen by optimizer_selection; "" keeps the configured optim_g type.
+    optimizer: str = ""
 
     def get(self, parameter: str) -> Any:
         name, _, key = parameter.partition(".")
@@ -114,6 +116,8 @@ class TrainInfo:
     bf16_supported: bool
     networks: tuple[str, ...] = ("net_g",)
     world_size: int = 1
+    # Whether net_g has `set_activation_checkpointing` (the precision automation may use it).
+    supports_activation_checkpointing: bool = False
 
 
 class Automation:
