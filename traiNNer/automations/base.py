@@ -116,6 +116,12 @@ class TrainInfo:
     bf16_supported: bool
     networks: tuple[str, ...] = ("net_g",)
     world_size: int = 1
+    # Initial learning rate of net_g's optimizer: turns an absolute `min_lr` into a
+    # bound on `Knobs.lr_multiplier`.
+    base_lr: float | None = None
+    # Bytes of memory on the training device (None on CPU): lets the batch size grow
+    # while peak memory stays under a fraction of it.
+    device_total_memory: int | None = None
     # Whether net_g has `set_activation_checkpointing` (the precision automation may use it).
     supports_activation_checkpointing: bool = False
 
