@@ -21,8 +21,11 @@ import msgspec
 import torch
 from msgspec import Meta
 
+from traiNNer.utils.errors import UserError, did_you_mean
+
 Value = float | int | bool | str | None
 Precision = Literal["fp32", "fp16", "bf16"]
+Better = Literal["higher", "lower"]
 
 
 class AutomationConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -154,7 +157,9 @@ class Automation:
     ) -> list[Decision]:
         return []
 
-    def on_oom(self, iteration: int, phase: Literal["train", "val"], knobs: Knobs) -> list[Decision]:
+    def on_oom(
+        self, iteration: int, phase: Literal["train", "val"], knobs: Knobs
+    ) -> list[Decision]:
         return []
 
     def on_nonfinite(self, iteration: int, knobs: Knobs) -> list[Decision]:
@@ -184,3 +189,16 @@ class Automation:
         if old == new:
             return []
         return [Decision(self.name, parameter, old, new, reason, bounds)]
+
+
+def metric_value(metrics: dict[str, float], name: str, option: str) -> float:
+    """The validation metric `name` ("psnr" or "<dataset>/psnr") from `after_validation`.
+
+    `option` is the YAML key that named the metric, quoted in the error when it is missing.
+    """
+    if name in metrics:
+        return float(metrics[name])
+    raise UserError(
+        f"{option}: validation produced no metric '{name}'{did_you_mean(name, metrics)} "
+        f"(available: {', '.join(sorted(metrics)) or 'none'})"
+    )
