@@ -108,10 +108,11 @@ _SUPPORTED_LEAVES = (int, float, str, bool, type(None))
 
 def _msgspec_can_handle(annotation: Any) -> bool:
     try:
-        msgspec.inspect.type_info(annotation)
+        info = msgspec.inspect.type_info(annotation)
     except Exception:
         return False
-    return True
+    # A "custom type" (e.g. torch.Tensor) cannot come from YAML.
+    return not isinstance(info, msgspec.inspect.CustomType)
 
 
 def _sanitize(annotation: Any) -> Any:
@@ -129,8 +130,12 @@ def _sanitize(annotation: Any) -> Any:
         if not members:
             return Any
         return typing.Union[tuple(members)]  # noqa: UP007 - built dynamically
-    if origin in (list, tuple, dict, typing.Literal) and _msgspec_can_handle(annotation):
+    if origin is typing.Literal:
         return annotation
+    if origin in (list, tuple, dict):
+        args = tuple(_sanitize(a) if a is not Ellipsis else a for a in typing.get_args(annotation))
+        rebuilt = origin[args] if args else origin
+        return rebuilt if _msgspec_can_handle(rebuilt) else Any
     if annotation in _SUPPORTED_LEAVES:
         return annotation
     return annotation if _msgspec_can_handle(annotation) else Any

@@ -1,0 +1,153 @@
+"""Read an option file, decode it strictly and check everything before anything runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from traiNNer.config.schema import Options
+from traiNNer.config.validation import check_kwargs, convert
+from traiNNer.utils.errors import ConfigError
+from traiNNer.utils.registry import (
+    ARCH_REGISTRY,
+    DATASET_REGISTRY,
+    LOSS_REGISTRY,
+    METRIC_REGISTRY,
+    OPTIMIZER_REGISTRY,
+    SCHEDULER_REGISTRY,
+)
+
+
+def _populate_registries() -> None:
+    # Importing the packages registers their entries.
+    import traiNNer.archs
+    import traiNNer.data
+    import traiNNer.losses
+    import traiNNer.metrics
+    import traiNNer.optimizers
+    import traiNNer.schedulers  # noqa: F401
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: option file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path}:{where}: invalid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of options at the top level")
+    return data
+
+
+def split_type(entry: dict[str, Any], path: str) -> tuple[str, dict[str, Any]]:
+    """Separate `type` from the rest of a registered-type entry."""
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{path}: expected a mapping with a `type` key")
+    kwargs = dict(entry)
+    type_name = kwargs.pop("type", None)
+    if not isinstance(type_name, str):
+        raise ConfigError(f"{path}.type: required key is missing (a registered name)")
+    return type_name, kwargs
+
+
+def _check_network(opt: Options) -> None:
+    type_name, kwargs = split_type(opt.network_g, "network_g")
+    factory = ARCH_REGISTRY.get(type_name, "network_g.type")
+    if "scale" in kwargs and kwargs.pop("scale") != opt.scale:
+        raise ConfigError(
+            f"network_g.scale: differs from the root `scale` ({opt.scale}); remove it, "
+            "the root scale is passed to the network"
+        )
+    supported = getattr(factory, "supported_scales", None)
+    if supported is not None and opt.scale not in supported:
+        raise ConfigError(
+            f"scale: {opt.scale} is not supported by {type_name} "
+            f"(accepted: {', '.join(map(str, supported))})"
+        )
+    opt.network_g = {"type": type_name, **check_kwargs(factory, kwargs, "network_g", ("scale",))}
+
+
+def _check_train(opt: Options) -> None:
+    train = opt.train
+    if train is None:
+        return
+    for i, entry in enumerate(train.losses):
+        path = f"train.losses[{i}]"
+        type_name, kwargs = split_type(entry, path)
+        loss_cls = LOSS_REGISTRY.get(type_name, f"{path}.type")
+        weight = kwargs.pop("loss_weight", 1.0)
+        weight = convert(weight, float, f"{path}.loss_weight")
+        train.losses[i] = {
+            "type": type_name,
+            "loss_weight": weight,
+            **check_kwargs(loss_cls, kwargs, path),
+        }
+    if not any(e["loss_weight"] != 0 for e in train.losses):
+        raise ConfigError("train.losses: every loss has loss_weight 0; enable at least one")
+
+    type_name, kwargs = split_type(train.optim_g, "train.optim_g")
+    optimizer = OPTIMIZER_REGISTRY.get(type_name, "train.optim_g.type")
+    train.optim_g = {
+        "type": type_name,
+        **check_kwargs(optimizer, kwargs, "train.optim_g", ("params",)),
+    }
+    if train.scheduler is not None:
+        type_name, kwargs = split_type(train.scheduler, "train.scheduler")
+        schedule = SCHEDULER_REGISTRY.get(type_name, "train.scheduler.type")
+        train.scheduler = {"type": type_name, **check_kwargs(schedule, kwargs, "train.scheduler")}
+
+    if len(train.moa_augs) != len(train.moa_probs):
+        raise ConfigError(
+            f"train.moa_probs: has {len(train.moa_probs)} entries but train.moa_augs has "
+            f"{len(train.moa_augs)}; give one probability per augmentation"
+        )
+    if train.use_moa and sum(train.moa_probs) <= 0:
+        raise ConfigError("train.moa_probs: must contain a probability above 0")
+
+
+def _check_datasets(opt: Options, for_training: bool) -> None:
+    for name, dataset in opt.datasets.items():
+        DATASET_REGISTRY.get(dataset.type, f"datasets.{name}.type")
+        if not dataset.name:
+            dataset.name = name
+        if name.startswith("train") and dataset.lq_size is None:
+            raise ConfigError(f"datasets.{name}.lq_size: required for a training set")
+    if for_training and "train" not in opt.datasets:
+        raise ConfigError("datasets.train: required key is missing (the training set)")
+
+
+def _check_val(opt: Options) -> None:
+    if opt.val is None:
+        return
+    for name, metric in opt.val.metrics.items():
+        fn = METRIC_REGISTRY.get(metric.type, f"val.metrics.{name}.type")
+        if metric.better is None:
+            metric.better = getattr(fn, "better", "higher")
+
+
+def validate(opt: Options, for_training: bool) -> Options:
+    """Cross-field and registered-type checks that msgspec's decoding cannot do."""
+    _populate_registries()
+    if not opt.network_g:
+        raise ConfigError("network_g: required key is missing (e.g. {type: paragonsr2_nano})")
+    if for_training and opt.train is None:
+        raise ConfigError("train: required key is missing (total_iter, optim_g, losses, ...)")
+    _check_network(opt)
+    _check_train(opt)
+    _check_datasets(opt, for_training)
+    _check_val(opt)
+    return opt
+
+
+def load_options(path: str | Path, for_training: bool = True) -> Options:
+    """Decode and fully validate an option file; raises ConfigError (exit code 2)."""
+    data = read_yaml(path)
+    opt = convert(data, Options)
+    return validate(opt, for_training)

@@ -1,0 +1,301 @@
+"""BaseModel: the one place a training step happens (`optimize_parameters`)."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from traiNNer.automations.base import Knobs, Precision, StepRecord
+from traiNNer.config.schema import Options, TrainOptions
+from traiNNer.models.ema import EMA
+from traiNNer.models.precision import autocast, make_scaler
+from traiNNer.optimizers import build_optimizer, is_schedule_free
+from traiNNer.schedulers import Schedule, build_schedule, warmup_factor
+from traiNNer.utils.dist import DistInfo
+from traiNNer.utils.errors import UserError
+
+
+class StepObserver:
+    """What the model notifies after each optimizer step (the automation controller)."""
+
+    def observe_step(self, record: StepRecord) -> None: ...
+
+    def on_nonfinite(self, iteration: int) -> None: ...
+
+
+class NonFiniteLossError(UserError):
+    """Too many non-finite losses in a row: training cannot continue."""
+
+
+class BaseModel:
+    """Holds the generator, its optimizer, schedule, precision state and EMA.
+
+    Subclasses provide `compute_losses` (unweighted losses of one micro-batch and
+    their weighted total) and the data handling; everything about stepping the
+    optimizer lives here so automations see every step.
+    """
+
+    net_g: nn.Module
+
+    def __init__(self, opt: Options, device: torch.device, knobs: Knobs, dist: DistInfo) -> None:
+        self.opt = opt
+        self.device = device
+        self.knobs = knobs
+        self.dist = dist
+        self.observer: StepObserver | None = None
+        self.precision: Precision = knobs.precision
+        self.scaler = make_scaler(device, self.precision)
+        self.ema: EMA | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.schedule: Schedule = build_schedule(None, {}, 1, 1.0)
+        self.base_lrs: list[float] = []
+        self.nonfinite_streak = 0
+        self.nonfinite_total = 0
+        self._applied_weight_decay: float | None = None
+        self._last_step_end: float | None = None
+        self._loss_sums: dict[str, torch.Tensor] = {}
+        self._grad_norm_sum: torch.Tensor | None = None
+        self._logged_steps = 0
+
+    # ----------------------------------------------------------------- building
+    @property
+    def train_opt(self) -> TrainOptions:
+        assert self.opt.train is not None
+        return self.opt.train
+
+    @property
+    def bare_net_g(self) -> nn.Module:
+        """The generator without DDP / torch.compile wrappers (what gets saved)."""
+        net = self.net_g
+        if isinstance(net, DistributedDataParallel):
+            net = net.module
+        return getattr(net, "_orig_mod", net)
+
+    def setup_optimization(self, extra_param_groups: list[dict[str, Any]] | None = None) -> None:
+        train = self.train_opt
+        optim = dict(train.optim_g)
+        type_name = optim.pop("type")
+        self.optimizer = self.build_optimizer(type_name, optim, extra_param_groups)
+        self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
+        scheduler = dict(train.scheduler or {})
+        sched_type = scheduler.pop("type", None)
+        self.schedule = build_schedule(sched_type, scheduler, train.total_iter, self.base_lrs[0])
+        if train.ema_decay > 0:
+            self.ema = EMA(self.bare_net_g, train.ema_decay, train.ema_update_after_step)
+        self.knobs.weight_decay = float(self.optimizer.param_groups[0].get("weight_decay", 0.0))
+        self._applied_weight_decay = self.knobs.weight_decay
+
+    def build_optimizer(
+        self,
+        type_name: str,
+        kwargs: dict[str, Any],
+        extra_param_groups: list[dict[str, Any]] | None = None,
+    ) -> torch.optim.Optimizer:
+        params = [p for p in self.net_g.parameters() if p.requires_grad]
+        groups: list[dict[str, Any]] = [{"params": params}]
+        groups += extra_param_groups or []
+        return build_optimizer(type_name, groups, kwargs)
+
+    # ------------------------------------------------------------ knobs -> state
+    def set_precision(self, precision: Precision) -> None:
+        """Switch autocast dtype; a fresh GradScaler for fp16 (old scale is meaningless)."""
+        if precision != self.precision:
+            self.precision = precision
+            self.scaler = make_scaler(self.device, precision)
+
+    def apply_knobs(self) -> None:
+        """Push knob values the automations may have changed into the training objects."""
+        if self.knobs.precision != self.precision:
+            self.set_precision(self.knobs.precision)
+        setter = getattr(self.bare_net_g, "set_activation_checkpointing", None)
+        if setter is not None:
+            setter(self.knobs.activation_checkpointing)
+        if self.optimizer is not None and self.knobs.weight_decay != self._applied_weight_decay:
+            for group in self.optimizer.param_groups:
+                if group.get("weight_decay", 0.0) > 0 or group is self.optimizer.param_groups[0]:
+                    group["weight_decay"] = self.knobs.weight_decay
+            self._applied_weight_decay = self.knobs.weight_decay
+
+    def update_learning_rate(self, iteration: int) -> None:
+        """LR = base * schedule(iter) * warmup(iter) * automation multiplier."""
+        assert self.optimizer is not None
+        factor = (
+            self.schedule.factor(iteration)
+            * warmup_factor(iteration, self.train_opt.warmup_iter)
+            * self.knobs.lr_multiplier
+        )
+        for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+            group["lr"] = base_lr * factor
+
+    def current_lr(self) -> float:
+        assert self.optimizer is not None
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    # -------------------------------------------------------------- the step
+    def compute_losses(
+        self, chunk: dict[str, torch.Tensor], iteration: int
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Weighted total and detached unweighted losses of one micro-batch."""
+        raise NotImplementedError
+
+    def prepare_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Hook for batch-level augmentation before the micro-batch split."""
+        return batch
+
+    def after_step(self, iteration: int, losses: dict[str, torch.Tensor]) -> None:
+        """Hook for subclasses (e.g. the dynamic loss scheduler's statistics)."""
+
+    def split_batch(self, batch: dict[str, Any]) -> Iterator[dict[str, torch.Tensor]]:
+        """Micro-batches of `knobs.batch_size` samples, `knobs.accum_iter` of them at most."""
+        total = batch["lq"].shape[0]
+        size = max(1, min(self.knobs.batch_size, total))
+        count = min(self.knobs.accum_iter, math.ceil(total / size))
+        for i in range(count):
+            yield {
+                key: batch[key][i * size : (i + 1) * size].to(self.device, non_blocking=True)
+                for key in ("lq", "gt")
+            }
+
+    def optimize_parameters(self, batch: dict[str, Any], iteration: int) -> StepRecord:
+        """One optimizer step over the batch (split for gradient accumulation)."""
+        assert self.optimizer is not None
+        self.apply_knobs()
+        net = self.net_g
+        net.train()
+        chunks = list(self.split_batch(self.prepare_batch(batch)))
+        loss_sums: dict[str, torch.Tensor] = {}
+        total_sum = torch.zeros((), device=self.device)
+        for index, chunk in enumerate(chunks):
+            last = index == len(chunks) - 1
+            sync_context = (
+                net.no_sync()
+                if isinstance(net, DistributedDataParallel) and not last
+                else _nullcontext()
+            )
+            with sync_context:
+                with autocast(self.device, self.precision):
+                    total, losses = self.compute_losses(chunk, iteration)
+                self.scaler.scale(total / len(chunks)).backward()
+            total_sum = total_sum + total.detach() / len(chunks)
+            for name, value in losses.items():
+                previous = loss_sums.get(name)
+                scaled = value / len(chunks)
+                loss_sums[name] = scaled if previous is None else previous + scaled
+
+        grad_norm, clipped = self._clip_gradients()
+        # The one host read of the step: a non-finite loss or gradient must never reach
+        # the weights. Under fp16 GradScaler already skips overflowing gradients (and
+        # makes its own read), so only a non-finite loss counts there.
+        finite = torch.isfinite(total_sum)
+        if self.precision != "fp16":
+            finite = finite & torch.isfinite(grad_norm)
+        step_ok = bool(finite)
+        if step_ok:
+            self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if step_ok:
+            self.nonfinite_streak = 0
+            if self.ema is not None:
+                self.ema.update(self.bare_net_g, iteration)
+            self.after_step(iteration, loss_sums)
+        else:
+            self._on_nonfinite(iteration)
+
+        now = time.perf_counter()
+        step_time = now - self._last_step_end if self._last_step_end is not None else 0.0
+        self._last_step_end = now
+        loss_sums["l_g_total"] = total_sum
+        record = StepRecord(
+            iteration=iteration,
+            losses=loss_sums,
+            grad_norms={"net_g": grad_norm},
+            clipped={"net_g": clipped},
+            loss_scale=self.scaler._scale if self.scaler.is_enabled() else None,
+            step_time=step_time,
+            peak_memory=(
+                torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None
+            ),
+            batch_size=batch["lq"].shape[0],
+        )
+        if step_ok:
+            self._accumulate_for_log(loss_sums, grad_norm)
+        if self.observer is not None:
+            self.observer.observe_step(record)
+        return record
+
+    def _clip_gradients(self) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self.optimizer is not None
+        self.scaler.unscale_(self.optimizer)
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        grads = [p.grad for p in params if p.grad is not None]
+        if not grads:
+            zero = torch.zeros((), device=self.device)
+            return zero, zero.bool()
+        norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+        threshold = self.knobs.clip_threshold.get("net_g")
+        if threshold is None and self.train_opt.grad_clip:
+            threshold = self.train_opt.grad_clip_max_norm
+        if threshold is None:
+            return norm, torch.zeros((), dtype=torch.bool, device=norm.device)
+        torch.nn.utils.clip_grads_with_norm_(params, threshold, norm, foreach=True)
+        return norm, norm > threshold
+
+    def _on_nonfinite(self, iteration: int) -> None:
+        self.nonfinite_streak += 1
+        self.nonfinite_total += 1
+        if self.observer is not None:
+            self.observer.on_nonfinite(iteration)
+        limit = self.train_opt.max_nonfinite_steps
+        if self.nonfinite_streak >= limit:
+            raise NonFiniteLossError(
+                f"{self.nonfinite_streak} non-finite losses in a row at iteration {iteration} "
+                f"(train.max_nonfinite_steps: {limit}); lower the learning rate, enable "
+                "grad_clip, or use amp_bf16 instead of fp16"
+            )
+
+    # ----------------------------------------------------------- log values
+    def _accumulate_for_log(self, losses: dict[str, torch.Tensor], grad_norm: torch.Tensor) -> None:
+        for name, value in losses.items():
+            previous = self._loss_sums.get(name)
+            self._loss_sums[name] = value if previous is None else previous + value
+        self._grad_norm_sum = (
+            grad_norm if self._grad_norm_sum is None else self._grad_norm_sum + grad_norm
+        )
+        self._logged_steps += 1
+
+    def pop_log_values(self) -> dict[str, float]:
+        """Mean losses and grad norm since the last call (reads the device once)."""
+        if self._logged_steps == 0:
+            return {}
+        names = list(self._loss_sums)
+        stacked = torch.stack([self._loss_sums[n] for n in names] + [self._grad_norm_sum])
+        values = (stacked / self._logged_steps).tolist()
+        self._loss_sums, self._grad_norm_sum, self._logged_steps = {}, None, 0
+        out = dict(zip(names, values[:-1], strict=True))
+        out["grad_norm_g"] = values[-1]
+        return out
+
+    # ------------------------------------------------------- train/eval switches
+    def optimizer_eval_mode(self) -> None:
+        """Schedule-free optimizers hold averaged weights only in eval mode."""
+        if self.optimizer is not None and is_schedule_free(self.optimizer):
+            self.optimizer.eval()  # type: ignore[attr-defined]
+
+    def optimizer_train_mode(self) -> None:
+        if self.optimizer is not None and is_schedule_free(self.optimizer):
+            self.optimizer.train()  # type: ignore[attr-defined]
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *args: object) -> None:
+        return None

@@ -1,0 +1,328 @@
+"""SRModel: a single generator trained with pixel/structural/perceptual losses."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from traiNNer.automations.base import Knobs
+from traiNNer.config.schema import Options
+from traiNNer.data.image_io import write_image
+from traiNNer.data.moa import BatchAugment
+from traiNNer.data.resize import bicubic_upscale
+from traiNNer.losses import build_loss
+from traiNNer.losses.dynamic_loss_scheduling import DynamicLossScheduler
+from traiNNer.models.base_model import BaseModel
+from traiNNer.models.precision import autocast
+from traiNNer.schedulers import ReduceLROnPlateau
+from traiNNer.utils.checkpoint import load_network, network_metadata, save_network
+from traiNNer.utils.dist import DistInfo
+from traiNNer.utils.errors import UserError
+from traiNNer.utils.registry import ARCH_REGISTRY, METRIC_REGISTRY
+from traiNNer.utils.tiling import tiled_forward
+
+DEFAULT_OOM_TILE = 256
+
+
+def build_network(type_name: str, scale: int, kwargs: dict[str, Any]) -> nn.Module:
+    """Instantiate a registered arch; `scale` is injected as in traiNNer-redux."""
+    import traiNNer.archs  # noqa: F401  (fills the registry)
+
+    return ARCH_REGISTRY.get(type_name, "network_g.type")(scale=scale, **kwargs)
+
+
+def loss_log_name(type_name: str, taken: set[str]) -> str:
+    """`l1loss` -> `l_g_l1`, made unique when a type appears twice."""
+    stem = type_name.lower().removesuffix("loss") or type_name.lower()
+    name, index = f"l_g_{stem}", 2
+    while name in taken:
+        name, index = f"l_g_{stem}_{index}", index + 1
+    taken.add(name)
+    return name
+
+
+class LossTerm:
+    """One configured loss: the module, its weight and whether it targets bicubic LR."""
+
+    def __init__(self, name: str, module: nn.Module, weight: float) -> None:
+        self.name = name
+        self.module = module
+        self.weight = weight
+        # traiNNer-redux meaning of a negative weight: compare with the bicubic upscale
+        # of the LR (keeps outputs close to the input), with the weight's magnitude.
+        self.targets_lq = weight < 0
+
+
+class SRModel(BaseModel):
+    def __init__(self, opt: Options, device: torch.device, knobs: Knobs, dist: DistInfo) -> None:
+        super().__init__(opt, device, knobs, dist)
+        arch = dict(opt.network_g)
+        self.arch_type: str = arch.pop("type")
+        self.arch_kwargs: dict[str, Any] = arch
+        net = build_network(self.arch_type, opt.scale, self.arch_kwargs).to(device)
+        if opt.path.pretrain_network_g:
+            self.load_pretrained(net, opt.path.pretrain_network_g)
+        if opt.use_channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        self.net_g = net
+        self.loss_terms: list[LossTerm] = []
+        self.loss_scheduler: DynamicLossScheduler | None = None
+        self.batch_augment: BatchAugment | None = None
+        self._good_state: dict[str, Any] | None = None
+
+    # ----------------------------------------------------------------- setup
+    def load_pretrained(self, net: nn.Module, path: str) -> None:
+        state, _ = load_network(path, self.opt.path.param_key_g)
+        result = net.load_state_dict(state, strict=self.opt.path.strict_load_g)
+        if self.opt.path.strict_load_g is False and (result.missing_keys or result.unexpected_keys):
+            missing, unexpected = len(result.missing_keys), len(result.unexpected_keys)
+            print(f"pretrain_network_g: {missing} missing and {unexpected} unexpected keys ignored")
+
+    def setup_training(self, seed: int) -> None:
+        train = self.train_opt
+        taken: set[str] = set()
+        for entry in train.losses:
+            kwargs = dict(entry)
+            type_name, weight = kwargs.pop("type"), kwargs.pop("loss_weight")
+            if weight == 0:
+                continue
+            module = build_loss(type_name, kwargs).to(self.device)
+            self.loss_terms.append(LossTerm(loss_log_name(type_name, taken), module, weight))
+        extra_groups: list[dict[str, Any]] = []
+        dls = train.dynamic_loss_scheduling
+        if dls is not None and dls.enabled:
+            weights = {term.name: term.weight for term in self.loss_terms}
+            self.loss_scheduler = DynamicLossScheduler(dls, weights, self.device)
+            learned = self.loss_scheduler.parameters()
+            if learned:
+                extra_groups.append({"params": learned, "weight_decay": 0.0})
+        if train.use_moa:
+            self.batch_augment = BatchAugment(
+                train.moa_augs, train.moa_probs, self.opt.scale, seed=seed
+            )
+            self.knobs.aug_prob = 1.0
+        if self.dist.enabled:
+            self.net_g = DistributedDataParallel(
+                self.net_g,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            )
+        if self.opt.use_compile:
+            self.net_g = torch.compile(self.net_g)  # type: ignore[assignment]
+        self.setup_optimization(extra_groups)
+
+    # --------------------------------------------------------------- losses
+    def prepare_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        if self.batch_augment is None or self.knobs.aug_prob <= 0:
+            return batch
+        lq, gt, _ = self.batch_augment(batch["lq"], batch["gt"], self.knobs.aug_prob)
+        return {**batch, "lq": lq, "gt": gt}
+
+    def compute_losses(
+        self, chunk: dict[str, torch.Tensor], iteration: int
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        lq, gt = chunk["lq"], chunk["gt"]
+        if self.opt.use_channels_last:
+            lq = lq.contiguous(memory_format=torch.channels_last)
+        sr = self.net_g(lq)
+        # Losses run outside autocast in fp32: SSIM/FFT terms are not fp16-safe.
+        with torch.autocast(self.device.type, enabled=False):
+            sr = sr.float()
+            lq_up = (
+                bicubic_upscale(lq.float(), self.opt.scale)
+                if any(t.targets_lq for t in self.loss_terms)
+                else None
+            )
+            losses = {
+                term.name: term.module(sr, lq_up if term.targets_lq else gt)
+                for term in self.loss_terms
+            }
+            if self.loss_scheduler is not None:
+                total = self.loss_scheduler.weighted_sum(losses)
+            else:
+                total = sum(abs(t.weight) * losses[t.name] for t in self.loss_terms)
+        assert isinstance(total, torch.Tensor)
+        return total, {name: value.detach() for name, value in losses.items()}
+
+    def after_step(self, iteration: int, losses: dict[str, torch.Tensor]) -> None:
+        if self.loss_scheduler is not None:
+            self.loss_scheduler.observe(iteration, losses)
+
+    def update_loss_weights(self, iteration: int) -> dict[str, float] | None:
+        """Let the dynamic loss scheduler update; returns new weights when it did."""
+        if self.loss_scheduler is None:
+            return None
+        return self.loss_scheduler.maybe_update(iteration)
+
+    # ------------------------------------------------------------ inference
+    @property
+    def inference_net(self) -> nn.Module:
+        return self.ema.net if self.ema is not None else self.bare_net_g
+
+    @torch.no_grad()
+    def infer(self, lq: torch.Tensor, tile_size: int = 0) -> torch.Tensor:
+        net = self.inference_net
+        was_training = net.training
+        net.eval()
+        lq = lq.to(self.device)
+        if self.opt.use_channels_last:
+            lq = lq.contiguous(memory_format=torch.channels_last)
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            with autocast(self.device, self.precision):
+                return net(x)
+
+        try:
+            if tile_size > 0:
+                out = tiled_forward(forward, lq, self.opt.scale, tile_size)
+            else:
+                out = forward(lq)
+        finally:
+            net.train(was_training)
+        return out.float().clamp_(0, 1)
+
+    def validation(
+        self,
+        loader: DataLoader,
+        dataset_name: str,
+        iteration: int,
+        visualization_dir: Path | None,
+        on_oom: Callable[[], bool] | None = None,
+        image_callback: Callable[[str, torch.Tensor], None] | None = None,
+    ) -> dict[str, float]:
+        """Mean of each configured metric over the set; images saved when asked."""
+        assert self.opt.val is not None
+        val = self.opt.val
+        sums: dict[str, float] = dict.fromkeys(val.metrics, 0.0)
+        count = 0
+        self.optimizer_eval_mode()
+        try:
+            for item in loader:
+                lq = item["lq"]
+                tile = val.tile_size or (DEFAULT_OOM_TILE if self.knobs.val_tiled else 0)
+                try:
+                    sr = self.infer(lq, tile)
+                except torch.OutOfMemoryError:
+                    release_memory(self.device)
+                    if on_oom is None or not on_oom():
+                        raise
+                    sr = self.infer(lq, val.tile_size or DEFAULT_OOM_TILE)
+                image_name = Path(item["lq_path"][0]).stem
+                if "gt" in item and val.metrics_enabled:
+                    gt = item["gt"].to(sr.device)
+                    for name, metric in val.metrics.items():
+                        fn = METRIC_REGISTRY.get(metric.type)
+                        sums[name] += fn(
+                            sr[0],
+                            gt[0],
+                            crop_border=metric.crop_border,
+                            test_y_channel=metric.test_y_channel,
+                        )
+                if visualization_dir is not None and val.save_img:
+                    suffix = val.suffix or str(iteration)
+                    target = visualization_dir / dataset_name / f"{image_name}_{suffix}.png"
+                    write_image(sr[0], target)
+                if image_callback is not None and count < 2:
+                    image_callback(f"{dataset_name}/{image_name}", sr[0])
+                count += 1
+        finally:
+            self.optimizer_train_mode()
+        if count == 0:
+            raise UserError(f"datasets.{dataset_name}: validation set has no images")
+        return {name: total / count for name, total in sums.items()}
+
+    def feed_plateau_schedule(self, metrics: dict[str, float]) -> None:
+        """`scheduler: {type: ReduceLROnPlateau}` is driven by a validation metric."""
+        if not isinstance(self.schedule, ReduceLROnPlateau):
+            return
+        assert self.opt.val is not None
+        monitor = self.schedule.monitor or next(iter(self.opt.val.metrics), None)
+        if monitor is None or monitor not in metrics:
+            raise UserError(
+                f"train.scheduler.monitor: metric '{monitor}' is not among the validation "
+                f"metrics ({', '.join(k for k in metrics if '/' not in k)})"
+            )
+        self.schedule.step_metric(metrics[monitor])
+
+    # ----------------------------------------------------- good-state snapshots
+    def snapshot_good_state(self) -> None:
+        """Remember weights and optimizer state known to be finite (precision automation)."""
+        assert self.optimizer is not None
+        self._good_state = copy.deepcopy(
+            {"net_g": self.bare_net_g.state_dict(), "optimizer": self.optimizer.state_dict()}
+        )
+
+    def restore_good_state(self) -> None:
+        assert self.optimizer is not None
+        if self._good_state is None:
+            return
+        self.bare_net_g.load_state_dict(self._good_state["net_g"])
+        self.optimizer.load_state_dict(self._good_state["optimizer"])
+
+    # -------------------------------------------------------------- saving
+    def save_network(self, models_dir: Path, label: str | int) -> Path:
+        """Save the weights users run (EMA when enabled) with arch metadata."""
+        self.optimizer_eval_mode()
+        try:
+            metadata = network_metadata(self.arch_type, self.opt.scale, self.arch_kwargs)
+            return save_network(
+                self.inference_net.state_dict(),
+                models_dir / f"net_g_{label}",
+                metadata,
+                self.opt.logger.save_checkpoint_format,
+            )
+        finally:
+            self.optimizer_train_mode()
+
+    def training_state(self) -> dict[str, Any]:
+        assert self.optimizer is not None
+        return {
+            "net_g": self.bare_net_g.state_dict(),
+            "net_g_ema": self.ema.state_dict() if self.ema is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "precision": self.precision,
+            "nonfinite": [self.nonfinite_streak, self.nonfinite_total],
+            "loss_scheduler": (
+                self.loss_scheduler.state_dict() if self.loss_scheduler is not None else None
+            ),
+            "arch": json.dumps({"type": self.arch_type, **self.arch_kwargs}, sort_keys=True),
+        }
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        assert self.optimizer is not None
+        saved_arch = json.loads(state["arch"])
+        current = {"type": self.arch_type, **self.arch_kwargs}
+        if saved_arch != json.loads(json.dumps(current, sort_keys=True)):
+            raise UserError(
+                f"network_g: the training state was saved for {saved_arch}, "
+                f"the option file now builds {current}"
+            )
+        self.bare_net_g.load_state_dict(state["net_g"])
+        if self.ema is not None and state["net_g_ema"] is not None:
+            self.ema.load_state_dict(state["net_g_ema"])
+        self.set_precision(state["precision"])
+        self.knobs.precision = state["precision"]
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.nonfinite_streak, self.nonfinite_total = state["nonfinite"]
+        if self.loss_scheduler is not None and state["loss_scheduler"] is not None:
+            self.loss_scheduler.load_state_dict(state["loss_scheduler"])
+
+
+def release_memory(device: torch.device) -> None:
+    """Give cached blocks back after an OOM so a retry can succeed."""
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()

@@ -1,0 +1,85 @@
+"""Console/file logging, the traiNNer-redux style status line and TensorBoard."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.logging import RichHandler
+
+LOGGER_NAME = "traiNNer"
+
+
+def setup_logging(log_file: Path | None, is_main: bool) -> logging.Logger:
+    """Console (rich) and file handlers on the `traiNNer` logger; quiet on other ranks."""
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.handlers.clear()
+    logger.propagate = False
+    logger.setLevel(logging.INFO if is_main else logging.WARNING)
+    console = RichHandler(show_path=False, show_time=False, markup=False, rich_tracebacks=False)
+    console.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(console)
+    if log_file is not None and is_main:
+        handler = logging.FileHandler(log_file, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s: %(message)s"))
+        logger.addHandler(handler)
+    return logger
+
+
+def format_eta(seconds: float) -> str:
+    return str(datetime.timedelta(seconds=int(max(0.0, seconds))))
+
+
+def status_line(
+    epoch: int,
+    iteration: int,
+    lr: float,
+    iters_per_second: float,
+    eta_seconds: float,
+    peak_memory_gb: float | None,
+    values: dict[str, float],
+) -> str:
+    """`[epoch: 0, iter: 100, lr:(1.000e-04)] [performance: 4.7 it/s] ... l_g_l1: ...`"""
+    parts = [
+        f"[epoch: {epoch}, iter: {iteration:,}, lr:({lr:.3e})]",
+        f"[performance: {iters_per_second:.2f} it/s]",
+        f"[eta: {format_eta(eta_seconds)}]",
+    ]
+    if peak_memory_gb is not None:
+        parts.append(f"[peak VRAM: {peak_memory_gb:.2f} GB]")
+    parts.append(" ".join(f"{name}: {value:.4e}" for name, value in values.items()))
+    return " ".join(parts)
+
+
+class TensorBoard:
+    """A SummaryWriter on rank 0 (or nothing): `add_scalar`/`add_image` are no-ops otherwise."""
+
+    def __init__(self, log_dir: Path | None) -> None:
+        self.writer: Any = None
+        if log_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(log_dir))
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        if self.writer is not None:
+            self.writer.add_scalar(tag, value, step)
+
+    def add_image(self, tag: str, image: Any, step: int) -> None:
+        if self.writer is not None:
+            self.writer.add_image(tag, image, step)
+
+    def flush(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
