@@ -82,13 +82,8 @@ def _check_train(opt: Options) -> None:
         path = f"train.losses[{i}]"
         type_name, kwargs = split_type(entry, path)
         loss_cls = LOSS_REGISTRY.get(type_name, f"{path}.type")
-        weight = kwargs.pop("loss_weight", 1.0)
-        weight = convert(weight, float, f"{path}.loss_weight")
-        train.losses[i] = {
-            "type": type_name,
-            "loss_weight": weight,
-            **check_kwargs(loss_cls, kwargs, path),
-        }
+        checked = check_kwargs(loss_cls, kwargs, path, extra_fields=(("loss_weight", float, 1.0),))
+        train.losses[i] = {"type": type_name, "loss_weight": 1.0, **checked}
     if not any(e["loss_weight"] != 0 for e in train.losses):
         raise ConfigError("train.losses: every loss has loss_weight 0; enable at least one")
 

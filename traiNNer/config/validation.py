@@ -160,10 +160,19 @@ def _annotation_for(param: inspect.Parameter, hints: dict[str, Any]) -> Any:
 _KWARGS_STRUCTS: dict[Any, type[msgspec.Struct]] = {}
 
 
-def kwargs_struct(fn: Callable[..., Any], skip: Iterable[str] = ()) -> type[msgspec.Struct]:
-    """Build (and cache) a strict msgspec struct describing `fn`'s keyword arguments."""
+Field = tuple[str, Any] | tuple[str, Any, Any]
+
+
+def kwargs_struct(
+    fn: Callable[..., Any], skip: Iterable[str] = (), extra_fields: tuple[Field, ...] = ()
+) -> type[msgspec.Struct]:
+    """Build (and cache) a strict msgspec struct describing `fn`'s keyword arguments.
+
+    `extra_fields` are keys the config entry accepts besides `fn`'s own (e.g. a
+    loss's `loss_weight`), so typos of them get a did-you-mean too.
+    """
     skip = tuple(skip)
-    key = (fn, skip)
+    key = (fn, skip, extra_fields)
     if key in _KWARGS_STRUCTS:
         return _KWARGS_STRUCTS[key]
     target = fn.__init__ if inspect.isclass(fn) else fn
@@ -171,7 +180,7 @@ def kwargs_struct(fn: Callable[..., Any], skip: Iterable[str] = ()) -> type[msgs
         hints = typing.get_type_hints(target)
     except Exception:
         hints = {}
-    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
+    fields: list[Field] = list(extra_fields)
     for name, param in inspect.signature(fn).parameters.items():
         if name in skip or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
@@ -191,12 +200,16 @@ def kwargs_struct(fn: Callable[..., Any], skip: Iterable[str] = ()) -> type[msgs
 
 
 def check_kwargs(
-    fn: Callable[..., Any], kwargs: dict[str, Any], path: str, skip: Iterable[str] = ()
+    fn: Callable[..., Any],
+    kwargs: dict[str, Any],
+    path: str,
+    skip: Iterable[str] = (),
+    extra_fields: tuple[Field, ...] = (),
 ) -> dict[str, Any]:
     """Validate `kwargs` against `fn`'s signature; return them with types converted.
 
     Only keys the user wrote are returned, so the callable's own defaults apply.
     """
-    struct = kwargs_struct(fn, skip)
+    struct = kwargs_struct(fn, skip, extra_fields)
     decoded = convert(kwargs, struct, prefix=path)
     return {name: getattr(decoded, name) for name in kwargs}
