@@ -351,3 +351,11 @@ def test_build_loss_rejects_unknown_names_and_keys() -> None:
 def test_bad_hyperparameters_name_the_key(name: str, kwargs: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigError, match=rf"^{name}: {key} "):
         build_loss(name, kwargs)
+
+
+def test_unreadable_vgg_weights_are_a_one_line_error(tmp_path: Path) -> None:
+    path = tmp_path / "corrupt.pth"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match=r"corrupt\.pth' could not be read") as caught:
+        build_loss("perceptualloss", {"vgg_weights_path": str(path)})
+    assert "\n" not in str(caught.value)

@@ -62,8 +62,9 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
     except UserError:
         raise
     except Exception as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise UserError(
-            f"vgg_weights_path '{path}' could not be read ({error}); {WEIGHTS_HINT}"
+            f"vgg_weights_path '{path}' could not be read ({reason}); {WEIGHTS_HINT}"
         ) from None
     raise UserError(
         f"vgg_weights_path '{path}' must end in .pth, .pt or .safetensors; {WEIGHTS_HINT}"
