@@ -443,7 +443,6 @@ class DynamicLossScheduler:
             "steps_observed": self._steps_observed,
             "next_update": self._next_update,
             "smoothed": cpu(self._smoothed),
-            "previous": cpu(self._previous),
             "reference": cpu(self._reference),
             "active": self._active,
             "log_variances": cpu(self.log_variances),
@@ -474,7 +473,7 @@ class DynamicLossScheduler:
         next_update = state["next_update"]
         self._next_update = None if next_update is None else int(next_update)
         self._smoothed = device(state["smoothed"])
-        self._previous = device(state["previous"])
+        self._previous = None  # rebuilt by the next refresh before anything reads it
         self._reference = device(state["reference"])
         self._active = bool(state["active"])
         if self.log_variances is not None:
