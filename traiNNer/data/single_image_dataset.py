@@ -1,0 +1,42 @@
+"""LR images only, for inference: items carry `lq` and `lq_path`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from traiNNer.config.schema import DatasetOptions
+from traiNNer.data.base_dataset import ImageDataset, Phase, Sample
+from traiNNer.data.folders import root_list, scan_images
+from traiNNer.data.image_io import read_image
+from traiNNer.utils.errors import UserError
+from traiNNer.utils.registry import DATASET_REGISTRY
+
+
+class SingleImageDataset(ImageDataset):
+    """`dataroot_lq` folder(s); whole images, no cropping or augmentation."""
+
+    def __init__(
+        self, opt: DatasetOptions, scale: int, phase: Phase, *, key: str | None = None
+    ) -> None:
+        super().__init__(opt, scale, phase, key=key)
+        if phase == "train":
+            raise UserError(
+                f"{self.prefix}.type: singleimagedataset has no HR images and cannot be "
+                "used for training (accepted there: pairedimagedataset, bicubicimagedataset)"
+            )
+        lq_key = f"{self.prefix}.dataroot_lq"
+        self.paths: list[Path] = []
+        for root in root_list(opt.dataroot_lq, lq_key, "singleimagedataset"):
+            self.paths += scan_images(root, lq_key)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> Sample:
+        path = self.paths[index]
+        return {"lq": self.convert_color(read_image(path)).contiguous(), "lq_path": str(path)}
+
+
+# Registered with add() rather than the decorator so the name keeps its class
+# type for type checkers (the decorator returns a plain Callable).
+DATASET_REGISTRY.add("singleimagedataset", SingleImageDataset)
