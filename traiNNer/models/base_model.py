@@ -233,7 +233,9 @@ class BaseModel:
     def _clip_gradients(self) -> tuple[torch.Tensor, torch.Tensor]:
         assert self.optimizer is not None
         self.scaler.unscale_(self.optimizer)
-        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        # Only the generator's own parameters: extra groups (learned loss weights) neither
+        # count towards the logged norm nor get clipped.
+        params = list(self.optimizer.param_groups[0]["params"])
         grads = [p.grad for p in params if p.grad is not None]
         if not grads:
             zero = torch.zeros((), device=self.device)

@@ -101,9 +101,9 @@ class SRModel(BaseModel):
         if dls is not None and dls.enabled:
             weights = {term.name: term.weight for term in self.loss_terms}
             self.loss_scheduler = DynamicLossScheduler(dls, weights, self.device)
-            learned = self.loss_scheduler.parameters()
-            if learned:
-                extra_groups.append({"params": learned, "weight_decay": 0.0})
+            group = self.loss_scheduler.optimizer_param_group()
+            if group is not None:
+                extra_groups.append(group)
         if train.use_moa:
             self.batch_augment = BatchAugment(
                 train.moa_augs, train.moa_probs, self.opt.scale, seed=seed

@@ -8,6 +8,7 @@ from typing import Any, Generic, TypeVar
 from traiNNer.utils.errors import ConfigError, did_you_mean
 
 T = TypeVar("T", bound=Callable[..., Any])
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Registry(Generic[T]):
@@ -21,9 +22,11 @@ class Registry(Generic[T]):
         self.kind = kind
         self._entries: dict[str, T] = {}
 
-    def register(self, name: str | None = None) -> Callable[[T], T]:
-        def decorator(obj: T) -> T:
-            self.add(name or obj.__name__, obj)
+    def register(self, name: str | None = None) -> Callable[[F], F]:
+        """Decorator; the decorated class or function keeps its own type."""
+
+        def decorator(obj: F) -> F:
+            self.add(name or obj.__name__, obj)  # type: ignore[arg-type]
             return obj
 
         return decorator
