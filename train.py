@@ -21,6 +21,8 @@ import torch
 from traiNNer.automations.base import Knobs, TrainInfo
 from traiNNer.automations.controller import AutomationController
 from traiNNer.automations.decision_log import DecisionLog
+from traiNNer.automations.early_stopping import EarlyStopping
+from traiNNer.automations.optimizer_selection import OptimizerSelection
 from traiNNer.config.loader import load_options
 from traiNNer.config.schema import Options
 from traiNNer.data import build_dataset
@@ -107,7 +109,7 @@ def train(args: argparse.Namespace) -> int:
     # 4. Model and automations.
     model = SRModel(opt, device, knobs, dist)
     model.setup_training(seed)
-    decision_log = DecisionLog(tb.writer, paths.decision_log if dist.is_main else None)
+    decision_log = DecisionLog(paths.decision_log if dist.is_main else None, tb.writer)
     automations = AutomationController(
         opt.train.automations, knobs, decision_log, is_main=dist.is_main,
         world_size=dist.world_size,
@@ -147,7 +149,7 @@ def train(args: argparse.Namespace) -> int:
 
             if iteration % opt.logger.print_freq == 0 or iteration == total_iter:
                 log_status(model, timer, batches, tb, iteration, total_iter, log)
-            if opt.val and opt.val.val_enabled and val_loaders and iteration >= next_val_iter:
+            if opt.val and opt.val.val_enabled and iteration >= next_val_iter:
                 run_validation(model, val_loaders, automations, best, tb, paths, iteration, log)
                 perform_actions(automations, model, best, log)
                 next_val_iter = iteration + max(1, knobs.val_interval)
@@ -162,8 +164,9 @@ def train(args: argparse.Namespace) -> int:
         return 130
 
     # 6. The end: final checkpoint, best weights, summary.
-    if knobs.stop_requested:
-        log.info(automations.stop_summary(iteration))
+    early_stopping = automations.get("early_stopping")
+    if knobs.stop_requested and isinstance(early_stopping, EarlyStopping):
+        log.info(early_stopping.summary())
     save_checkpoint(model, automations, knobs, batches, best, seed, paths, iteration,
                     next_val_iter, opt, dist)
     if dist.is_main:
@@ -247,9 +250,16 @@ def resume(
     batches: TrainBatches,
     best: BestMetrics,
 ) -> tuple[int, int]:
-    model.load_training_state(state["model"])
+    optimizer = state["knobs"].get("optimizer") or model.optimizer_type
+    if optimizer != model.optimizer_type:  # the optimizer race chose another one
+        kwargs = {k: v for k, v in model.train_opt.optim_g.items() if k != "type"}
+        selection = automations.get("optimizer_selection")
+        if isinstance(selection, OptimizerSelection):
+            kwargs = selection.kwargs_for(optimizer, kwargs)
+        model.replace_optimizer(optimizer, kwargs)
     for name, value in state["knobs"].items():
         setattr(knobs, name, value)
+    model.load_training_state(state["model"])
     automations.load_state_dict(state["automations"])
     batches.load_state_dict(state["batches"])
     best.load_state_dict(state["best_metrics"])
@@ -381,7 +391,9 @@ def run_validation(
             tb.add_scalar(f"metrics/{name}/{metric}", value, iteration)
         text = " ".join(f"{metric}: {value:.4f}" for metric, value in values.items())
         log.info(f"Validation {name} at iter {iteration:,}: {text}")
-    if best.update(metrics, iteration, model):
+    # Rank 0 validated; every rank acts on the same values.
+    metrics = broadcast_object(metrics, model.dist)  # type: ignore[assignment]
+    if model.dist.is_main and best.update(metrics, iteration, model):
         model.save_network(paths.models, "best")
     model.feed_plateau_schedule(metrics)
     automations.after_validation(iteration, metrics)

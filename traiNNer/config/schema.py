@@ -32,9 +32,10 @@ class DatasetOptions(StrictStruct):
     name: str = ""
     dataroot_gt: str | list[str] | None = None
     dataroot_lq: str | list[str] | None = None
-    lq_size: Annotated[
-        int | None, Meta(ge=4, description="Crop size on the LR side; HR crop is lq_size*scale.")
-    ] = None
+    lq_size: (
+        Annotated[int, Meta(ge=4, description="Crop size on the LR side; HR crop is lq_size*scale.")]
+        | None
+    ) = None
     use_hflip: bool = True
     use_rot: bool = True
     batch_size_per_gpu: PositiveInt = 8

@@ -31,13 +31,11 @@ def join_path(prefix: str, suffix: str) -> str:
 
 def _fields_at(struct_type: Any, path: str) -> list[str]:
     """Best-effort list of the field names the struct accepts at `path`."""
-    current: Any = struct_type
+    info: Any = msgspec.inspect.type_info(struct_type)
     for part in re.findall(r"\.([A-Za-z_0-9]+)|\[\d+\]", path):
-        info = msgspec.inspect.type_info(current)
-        current = _element_type(info, part)
-        if current is None:
+        info = _element_type(info, part)
+        if info is None:
             return []
-    info = msgspec.inspect.type_info(current)
     info = _unwrap(info)
     if isinstance(info, msgspec.inspect.StructType):
         return [f.encode_name for f in info.fields]
@@ -45,18 +43,21 @@ def _fields_at(struct_type: Any, path: str) -> list[str]:
 
 
 def _unwrap(info: Any) -> Any:
+    """Strip metadata and optional-None wrappers; a union of structs gives its first."""
+    while isinstance(info, msgspec.inspect.Metadata):
+        info = info.type
     if isinstance(info, msgspec.inspect.UnionType):
-        structs = [t for t in info.types if isinstance(t, msgspec.inspect.StructType)]
+        structs = [t for t in info.types if isinstance(_unwrap(t), msgspec.inspect.StructType)]
         if structs:
-            return structs[0]
+            return _unwrap(structs[0])
     return info
 
 
 def _element_type(info: Any, part: str) -> Any:
     info = _unwrap(info)
     if part == "":  # list index
-        if isinstance(info, msgspec.inspect.ListType | msgspec.inspect.TupleType):
-            return getattr(info, "item_type", None)
+        if isinstance(info, msgspec.inspect.ListType):
+            return info.item_type
         if isinstance(info, msgspec.inspect.DictType):
             return info.value_type
         return None
@@ -89,11 +90,35 @@ def _rewrite(message: str, prefix: str, known_fields: Callable[[str], Iterable[s
     return f"{where}: {msg[0].lower() + msg[1:]}"
 
 
+def _retry_dict_entries(data: Any, target: Any, message: str, prefix: str) -> None:
+    """msgspec writes dict keys as `[...]`; convert each entry alone to name the key."""
+    match = _AT_PATH.match(message.strip())
+    path = (match.group("path") if match else None) or ""
+    if "[...]" not in path:
+        return
+    head = path.split("[...]", 1)[0]
+    info: Any = msgspec.inspect.type_info(target)
+    node = data
+    for part in re.findall(r"\.([A-Za-z_0-9]+)|\[(\d+)\]", head):
+        name, index = part
+        info = _element_type(info, name)
+        node = node[int(index)] if index else node.get(name) if isinstance(node, dict) else None
+        if info is None or node is None:
+            return
+    info = _unwrap(info)
+    value_info = _unwrap(info.value_type) if isinstance(info, msgspec.inspect.DictType) else None
+    if not isinstance(value_info, msgspec.inspect.StructType) or not isinstance(node, dict):
+        return
+    for key, value in node.items():
+        convert(value, value_info.cls, join_path(prefix, f"{head}.{key}"))
+
+
 def convert(data: Any, target: type[S], prefix: str = "") -> S:
     """Convert plain YAML data into `target`, raising ConfigError with the YAML path."""
     try:
         return msgspec.convert(data, target, strict=False)
     except msgspec.ValidationError as err:
+        _retry_dict_entries(data, target, str(err), prefix)
         raise ConfigError(
             _rewrite(str(err), prefix, lambda p: _fields_at(target, p))
         ) from None

@@ -55,6 +55,8 @@ class BaseModel:
         self.optimizer: torch.optim.Optimizer | None = None
         self.schedule: Schedule = build_schedule(None, {}, 1, 1.0)
         self.base_lrs: list[float] = []
+        self.optimizer_type = ""
+        self._extra_param_groups: list[dict[str, Any]] = []
         self.nonfinite_streak = 0
         self.nonfinite_total = 0
         self._applied_weight_decay: float | None = None
@@ -81,26 +83,25 @@ class BaseModel:
         train = self.train_opt
         optim = dict(train.optim_g)
         type_name = optim.pop("type")
-        self.optimizer = self.build_optimizer(type_name, optim, extra_param_groups)
+        self._extra_param_groups = extra_param_groups or []
+        self.replace_optimizer(type_name, optim)
+        if train.ema_decay > 0:
+            self.ema = EMA(self.bare_net_g, train.ema_decay, train.ema_update_after_step)
+
+    def replace_optimizer(self, type_name: str, kwargs: dict[str, Any]) -> None:
+        """A fresh optimizer (and the schedule bound to its LR) over the same parameters."""
+        train = self.train_opt
+        params = [p for p in self.net_g.parameters() if p.requires_grad]
+        groups: list[dict[str, Any]] = [{"params": params}, *self._extra_param_groups]
+        self.optimizer = build_optimizer(type_name, groups, kwargs)
+        self.optimizer_type = type_name.lower()
         self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
         scheduler = dict(train.scheduler or {})
         sched_type = scheduler.pop("type", None)
         self.schedule = build_schedule(sched_type, scheduler, train.total_iter, self.base_lrs[0])
-        if train.ema_decay > 0:
-            self.ema = EMA(self.bare_net_g, train.ema_decay, train.ema_update_after_step)
+        # The weight-decay knob starts from what this optimizer was built with.
         self.knobs.weight_decay = float(self.optimizer.param_groups[0].get("weight_decay", 0.0))
         self._applied_weight_decay = self.knobs.weight_decay
-
-    def build_optimizer(
-        self,
-        type_name: str,
-        kwargs: dict[str, Any],
-        extra_param_groups: list[dict[str, Any]] | None = None,
-    ) -> torch.optim.Optimizer:
-        params = [p for p in self.net_g.parameters() if p.requires_grad]
-        groups: list[dict[str, Any]] = [{"params": params}]
-        groups += extra_param_groups or []
-        return build_optimizer(type_name, groups, kwargs)
 
     # ------------------------------------------------------------ knobs -> state
     def set_precision(self, precision: Precision) -> None:
