@@ -72,7 +72,9 @@ def run(opt: Options) -> dict[str, dict[str, float]]:
             dataset, set_opt, "val", seed=None, use_cuda=device.type == "cuda", key=key
         )
         name = set_opt.name or key
-        table[name] = model.validation(loader, name, 0, visualization)
+        table[name] = model.validation(
+            loader, name, 0, visualization, image_suffix=opt.val.suffix or ""
+        )
     write_tables(table, results_root)
     return table
 

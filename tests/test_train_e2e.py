@@ -123,3 +123,39 @@ def test_test_py_runs_the_trained_model(tmp_path: Path, tiny_dataset: Path) -> N
     table = (results / "metrics.csv").read_text().splitlines()
     assert table[0] == "dataset,psnr" and table[1].startswith("tiny,")
     assert float(table[1].split(",")[1]) > 10
+
+
+def test_spandrel_arch_checkpoint_opens_in_spandrel_and_test_py(
+    tmp_path: Path, tiny_dataset: Path
+) -> None:
+    from spandrel import ModelLoader
+
+    options = options_for(tmp_path, tiny_dataset, total_iter=4)
+    options["network_g"] = {"type": "compact", "num_feat": 8, "num_conv": 2}
+    assert run_script("train.py", write_options(tmp_path / "run.yml", options), tmp_path).returncode == 0
+    weights_file = tmp_path / "experiments" / "unit_run" / "models" / "net_g_latest.safetensors"
+
+    descriptor = ModelLoader().load_from_file(weights_file)
+    assert descriptor.architecture.id == "Compact"
+    assert descriptor.scale == 2
+
+    # No network_g: test.py rebuilds the arch from the metadata saved with the weights.
+    test_options = {
+        "name": "compact_test",
+        "datasets": {
+            "test_1": {
+                "name": "tiny",
+                "type": "singleimagedataset",
+                "dataroot_lq": str(tiny_dataset / "val" / "lr_x2"),
+            }
+        },
+        "path": {"pretrain_network_g": str(weights_file), "results_root": str(tmp_path / "results")},
+        "val": {"save_img": True},
+    }
+    result = run_script("test.py", write_options(tmp_path / "test.yml", test_options), tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    outputs = sorted((tmp_path / "results" / "compact_test" / "visualization" / "tiny").iterdir())
+    assert [p.name for p in outputs] == ["img0.png", "img1.png"]
+    from traiNNer.data.image_io import read_image
+
+    assert read_image(outputs[0]).shape == (3, 32, 32)

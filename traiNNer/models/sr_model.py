@@ -196,8 +196,13 @@ class SRModel(BaseModel):
         visualization_dir: Path | None,
         on_oom: Callable[[], bool] | None = None,
         image_callback: Callable[[str, torch.Tensor], None] | None = None,
+        image_suffix: str | None = None,
     ) -> dict[str, float]:
-        """Mean of each configured metric over the set; images saved when asked."""
+        """Mean of each configured metric over the set; images saved when asked.
+
+        Saved images are `<name>_<suffix>.png`; the suffix defaults to `val.suffix`
+        or the iteration, and an empty suffix gives `<name>.png`.
+        """
         assert self.opt.val is not None
         val = self.opt.val
         sums: dict[str, float] = dict.fromkeys(val.metrics, 0.0)
@@ -226,8 +231,10 @@ class SRModel(BaseModel):
                             test_y_channel=metric.test_y_channel,
                         )
                 if visualization_dir is not None and val.save_img:
-                    suffix = val.suffix or str(iteration)
-                    target = visualization_dir / dataset_name / f"{image_name}_{suffix}.png"
+                    suffix = image_suffix if image_suffix is not None else val.suffix
+                    suffix = str(iteration) if suffix is None else suffix
+                    file_name = f"{image_name}_{suffix}.png" if suffix else f"{image_name}.png"
+                    target = visualization_dir / dataset_name / file_name
                     write_image(sr[0], target)
                 if image_callback is not None and count < 2:
                     image_callback(f"{dataset_name}/{image_name}", sr[0])
