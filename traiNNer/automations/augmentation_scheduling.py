@@ -1,7 +1,226 @@
-"""SCAFFOLD: replaced by the real automation."""
+"""`augmentation_scheduling`: the probability that a batch gets a MoA augmentation.
 
-from traiNNer.automations.base import AutomationConfig
+The trainer passes `Knobs.aug_prob` to `traiNNer.data.moa.BatchAugment`. The value
+follows a schedule over training (linear or cosine from `start_prob` to `end_prob`
+between the fractions `ramp_start` and `ramp_end` of `total_iter`, in `steps` equal
+steps so that the log shows a handful of changes, not one per interval) and, when
+`metric` is set, is lowered by `lower_factor` each time that validation metric
+plateaus (`patience` validations without improving by `threshold`) or degrades (worse
+than its best by more than `degrade_tolerance`, relative). The lowering is permanent
+and never pushes below `min_prob` (or the schedule, if that is lower); the value never
+exceeds the larger of `start_prob` and `end_prob`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, ClassVar, Literal
+
+from msgspec import Meta
+
+from traiNNer.automations.base import (
+    Automation,
+    AutomationConfig,
+    Better,
+    Decision,
+    Knobs,
+    TrainInfo,
+    metric_value,
+)
+from traiNNer.automations.plateau import PlateauDetector
+from traiNNer.automations.registry import register_automation
+
+OPTION = "train.automations.augmentation_scheduling"
+Schedule = Literal["linear", "cosine", "constant"]
+UnitFloat = Annotated[float, Meta(ge=0, le=1)]
+
+
+def scheduled_value(schedule: Schedule, start: float, end: float, progress: float) -> float:
+    """The value at `progress` in [0, 1] of a ramp from `start` to `end`.
+
+    Both ramps are monotone, so the result always lies between `start` and `end`;
+    "constant" is `end` throughout.
+    """
+    progress = min(max(progress, 0.0), 1.0)
+    if schedule == "constant":
+        return end
+    if schedule == "linear":
+        return start + (end - start) * progress
+    return start + (end - start) * (1.0 - math.cos(math.pi * progress)) / 2.0
+
+
+def ramp_progress(
+    iteration: int, total_iter: int, ramp_start: float, ramp_end: float, steps: int
+) -> float:
+    """Training progress through the ramp, rounded down to one of `steps` levels."""
+    fraction = iteration / max(total_iter, 1)
+    progress = (fraction - ramp_start) / (ramp_end - ramp_start)
+    progress = min(max(progress, 0.0), 1.0)
+    return math.floor(progress * steps + 1e-9) / steps
 
 
 class AugmentationSchedulingConfig(AutomationConfig):
     """Options of the `augmentation_scheduling` automation."""
+
+    schedule: Annotated[
+        Schedule, Meta(description="Ramp shape; constant uses end_prob throughout.")
+    ] = "linear"
+    start_prob: Annotated[UnitFloat, Meta(description="Probability at the ramp start.")] = 0.0
+    end_prob: Annotated[UnitFloat, Meta(description="Probability at the ramp end.")] = 1.0
+    ramp_start: Annotated[
+        UnitFloat, Meta(description="Fraction of total_iter where the ramp begins.")
+    ] = 0.0
+    ramp_end: Annotated[
+        UnitFloat, Meta(description="Fraction of total_iter where the ramp ends.")
+    ] = 1.0
+    steps: Annotated[
+        int, Meta(ge=1, description="The ramp moves in this many equal steps of progress.")
+    ] = 20
+    update_interval: Annotated[
+        int, Meta(ge=1, description="Iterations between schedule updates.")
+    ] = 100
+    metric: Annotated[
+        str | None,
+        Meta(description='Validation metric that lowers the probability ("psnr"); null: off.'),
+    ] = None
+    better: Annotated[Better, Meta(description="Direction in which the metric improves.")] = (
+        "higher"
+    )
+    patience: Annotated[
+        int, Meta(ge=0, description="Validations without improvement before lowering.")
+    ] = 3
+    threshold: Annotated[
+        float, Meta(ge=0, description="Relative improvement that counts as improving.")
+    ] = 1e-4
+    degrade_tolerance: Annotated[
+        float,
+        Meta(ge=0, description="Relative drop below the best metric that lowers at once."),
+    ] = 0.01
+    lower_factor: Annotated[
+        float, Meta(gt=0, lt=1, description="Multiplier applied on plateau or degradation.")
+    ] = 0.5
+    min_prob: Annotated[
+        UnitFloat, Meta(description="Lowering never goes below this (nor above the schedule).")
+    ] = 0.0
+
+    def __post_init__(self) -> None:
+        if self.ramp_start >= self.ramp_end:
+            raise ValueError(
+                f"ramp_start ({self.ramp_start}) must be below ramp_end ({self.ramp_end})"
+            )
+
+
+@register_automation
+class AugmentationScheduling(Automation):
+    name: ClassVar[str] = "augmentation_scheduling"
+    config_type: ClassVar[type[AutomationConfig]] = AugmentationSchedulingConfig
+
+    def __init__(self, config: AugmentationSchedulingConfig) -> None:
+        super().__init__(config)
+        self.cfg = config
+        self.total_iter = 1
+        self.penalty = 1.0
+        self.detector = PlateauDetector(
+            "max" if config.better == "higher" else "min",
+            patience=config.patience,
+            threshold=config.threshold,
+            threshold_mode="rel",
+        )
+        # Lowerings are at least patience + 1 validations apart, whatever their cause.
+        self.since_lower = config.patience + 1
+        self.last_value: float | None = None
+        self.last_scheduled: float | None = None
+
+    @property
+    def interval(self) -> int:
+        return self.cfg.update_interval
+
+    @property
+    def upper(self) -> float:
+        if self.cfg.schedule == "constant":
+            return self.cfg.end_prob
+        return max(self.cfg.start_prob, self.cfg.end_prob)
+
+    def value_at(self, iteration: int) -> float:
+        """Scheduled probability times the plateau penalty, floored and bounded."""
+        cfg = self.cfg
+        progress = ramp_progress(
+            iteration, self.total_iter, cfg.ramp_start, cfg.ramp_end, cfg.steps
+        )
+        scheduled = scheduled_value(cfg.schedule, cfg.start_prob, cfg.end_prob, progress)
+        self.last_scheduled = scheduled
+        floor = min(cfg.min_prob, scheduled)
+        return round(min(max(scheduled * self.penalty, floor), self.upper), 6)
+
+    def _apply(self, iteration: int, knobs: Knobs, reason: str) -> list[Decision]:
+        self.last_value = self.value_at(iteration)
+        return self.decide(knobs, "aug_prob", self.last_value, reason, (0.0, self.upper))
+
+    def on_train_start(self, info: TrainInfo, knobs: Knobs) -> list[Decision]:
+        self.total_iter = info.total_iter
+        return self._apply(info.start_iter, knobs, self._schedule_reason(info.start_iter))
+
+    def on_interval(self, iteration: int, knobs: Knobs) -> list[Decision]:
+        return self._apply(iteration, knobs, self._schedule_reason(iteration))
+
+    def _schedule_reason(self, iteration: int) -> str:
+        progress = iteration / max(self.total_iter, 1)
+        reason = (
+            f"{self.cfg.schedule} schedule {self.cfg.start_prob:g} -> {self.cfg.end_prob:g} "
+            f"at {progress:.0%} of training"
+        )
+        if self.penalty < 1.0:
+            reason += f", times plateau penalty {self.penalty:g}"
+        return reason
+
+    def after_validation(
+        self, iteration: int, metrics: dict[str, float], knobs: Knobs
+    ) -> list[Decision]:
+        if self.cfg.metric is None:
+            return []
+        value = metric_value(metrics, self.cfg.metric, f"{OPTION}.metric")
+        best = self.detector.best
+        plateau = self.detector.update(value)
+        self.since_lower += 1
+        degraded = math.isfinite(best) and self._worse_than(value, best)
+        if not (plateau or degraded) or self.since_lower <= self.cfg.patience:
+            return []
+        self.penalty *= self.cfg.lower_factor
+        self.since_lower = 0
+        cause = (
+            f"{self.cfg.metric} {value:g} fell more than {self.cfg.degrade_tolerance:.1%} "
+            f"below its best {best:g}"
+            if degraded
+            else f"{self.cfg.metric} has not improved for more than {self.cfg.patience} validations"
+        )
+        return self._apply(
+            iteration,
+            knobs,
+            f"{cause}: augmentation x{self.cfg.lower_factor:g} (penalty {self.penalty:g})",
+        )
+
+    def _worse_than(self, value: float, best: float) -> bool:
+        if not math.isfinite(value):
+            return True
+        drop = best - value if self.cfg.better == "higher" else value - best
+        return drop > self.cfg.degrade_tolerance * abs(best)
+
+    def scalars(self) -> dict[str, float]:
+        values = {"penalty": self.penalty}
+        if self.last_value is not None:
+            values["aug_prob"] = self.last_value
+        if self.last_scheduled is not None:
+            values["scheduled_prob"] = self.last_scheduled
+        return values
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "penalty": self.penalty,
+            "detector": self.detector.state_dict(),
+            "since_lower": self.since_lower,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.penalty = float(state["penalty"])
+        self.detector.load_state_dict(state["detector"])
+        self.since_lower = int(state["since_lower"])

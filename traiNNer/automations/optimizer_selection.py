@@ -1,7 +1,289 @@
-"""SCAFFOLD: replaced by the real automation."""
+"""`optimizer_selection`: a short race of candidate optimizers before training.
 
-from traiNNer.automations.base import AutomationConfig
+The trainer owns the model, so the race here is pure: `OptimizerSelection.select`
+calls `run_trial(name)` once per candidate; the trainer runs `trial_iterations`
+training steps with that optimizer from the same initial weights on the same batches,
+returns the losses, and restores the initial weights afterwards. (A trainer that runs
+the trials itself, e.g. on every DDP rank, passes the losses to `choose` instead.)
+The candidate with the lowest smoothed loss wins; candidates within `tie_tolerance`
+of it count as tied and the configured `default` wins a tie it is part of. A
+candidate whose losses are not all finite (or that ran out of memory) is out of the
+race; if all are out, `default` is used.
+
+The choice goes into `Knobs.optimizer` and into the automation state, so a resumed
+run keeps it without racing again; no hook ever changes it during training.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Literal
+
+import msgspec
+import torch
+from msgspec import Meta
+
+from traiNNer.automations.base import Automation, AutomationConfig, Decision, Knobs, TrainInfo
+from traiNNer.automations.registry import register_automation
+
+logger = logging.getLogger("traiNNer.automations")
+
+Smoothing = Literal["ema", "tail_mean"]
+SCALARS_INTERVAL = 100  # iterations between TensorBoard scalars
+
+
+def _default_candidate_kwargs() -> dict[str, dict[str, Any]]:
+    # Prodigy estimates the step size itself and expects lr 1.0 (its documented default).
+    return {"prodigy": {"lr": 1.0}}
 
 
 class OptimizerSelectionConfig(AutomationConfig):
     """Options of the `optimizer_selection` automation."""
+
+    candidates: Annotated[
+        list[str],
+        Meta(
+            min_length=1,
+            description="Optimizer types to race, as registered (e.g. adamw, nadam, "
+            "adamwschedulefree, prodigy).",
+        ),
+    ] = msgspec.field(default_factory=lambda: ["adamw", "nadam", "adamwschedulefree", "prodigy"])
+    default: Annotated[
+        str, Meta(description="Candidate that wins ties, and the fallback if all fail.")
+    ] = "adamw"
+    trial_iterations: Annotated[
+        int, Meta(ge=1, description="Training steps each candidate runs.")
+    ] = 100
+    smoothing: Annotated[
+        Smoothing,
+        Meta(description="ema: bias-corrected EMA of the losses; tail_mean: mean of the tail."),
+    ] = "ema"
+    ema_beta: Annotated[float, Meta(ge=0, lt=1, description="EMA decay for smoothing: ema.")] = 0.9
+    tail_fraction: Annotated[
+        float,
+        Meta(gt=0, le=1, description="Fraction of the last losses averaged by tail_mean."),
+    ] = 0.25
+    tie_tolerance: Annotated[
+        float,
+        Meta(ge=0, description="Relative margin within which smoothed losses count as tied."),
+    ] = 0.01
+    candidate_kwargs: Annotated[
+        dict[str, dict[str, Any]],
+        Meta(
+            description="Per-candidate optimizer arguments that override optim_g's "
+            "(e.g. prodigy: {lr: 1.0})."
+        ),
+    ] = msgspec.field(default_factory=_default_candidate_kwargs)
+
+    def __post_init__(self) -> None:
+        self.candidates = [name.lower() for name in self.candidates]
+        self.default = self.default.lower()
+        self.candidate_kwargs = {k.lower(): v for k, v in self.candidate_kwargs.items()}
+        duplicates = sorted({n for n in self.candidates if self.candidates.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"candidates lists {', '.join(duplicates)} more than once")
+        if self.default not in self.candidates:
+            raise ValueError(
+                f"default '{self.default}' is not one of candidates ({', '.join(self.candidates)})"
+            )
+        extra = sorted(set(self.candidate_kwargs) - set(self.candidates))
+        if extra:
+            raise ValueError(
+                f"candidate_kwargs names {', '.join(extra)}, not in candidates "
+                f"({', '.join(self.candidates)})"
+            )
+
+
+def smoothed_loss(losses: Sequence[float], smoothing: Smoothing, beta: float, tail: float) -> float:
+    """One number summarising a trial's loss curve at its end; inf if any loss is not finite."""
+    if not losses or not all(math.isfinite(x) for x in losses):
+        return math.inf
+    if smoothing == "tail_mean":
+        count = max(1, math.ceil(len(losses) * tail))
+        return sum(losses[-count:]) / count
+    average = 0.0
+    for loss in losses:
+        average = beta * average + (1.0 - beta) * loss
+    # Bias correction: the average started at 0, not at the first loss.
+    return average / (1.0 - beta ** len(losses))
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """One row of the race table."""
+
+    name: str
+    iterations: int
+    final_loss: float  # last raw loss (inf when there was none)
+    smoothed_loss: float  # inf when the trial diverged or failed
+    status: str  # "winner", "tied", "diverged", "failed" (no losses) or ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "iterations": self.iterations,
+            "final_loss": self.final_loss,
+            "smoothed_loss": self.smoothed_loss,
+            "status": self.status,
+        }
+
+
+def format_table(rows: Sequence[TrialResult]) -> str:
+    header = ("optimizer", "iterations", "final loss", "smoothed loss", "")
+    lines = [header] + [
+        (r.name, str(r.iterations), f"{r.final_loss:.6g}", f"{r.smoothed_loss:.6g}", r.status)
+        for r in rows
+    ]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )
+
+
+@dataclass(frozen=True)
+class RaceOutcome:
+    winner: str
+    rows: list[TrialResult]
+    reason: str
+
+    def table(self) -> str:
+        return format_table(self.rows)
+
+
+class OptimizerRace:
+    """Runs each candidate's trial and picks the winner (see module docstring)."""
+
+    def __init__(self, config: OptimizerSelectionConfig) -> None:
+        self.cfg = config
+
+    def judge(self, losses_by_name: Mapping[str, Sequence[float]]) -> RaceOutcome:
+        cfg = self.cfg
+        losses_by_name = {name: losses_by_name.get(name, []) for name in cfg.candidates}
+        scores = {
+            name: smoothed_loss(losses, cfg.smoothing, cfg.ema_beta, cfg.tail_fraction)
+            for name, losses in losses_by_name.items()
+        }
+        finite = [name for name in cfg.candidates if math.isfinite(scores[name])]
+        tied: list[str] = []
+        if not finite:
+            winner = cfg.default
+            reason = f"no candidate finished with finite losses; using default {cfg.default}"
+        else:
+            best = min(finite, key=lambda name: scores[name])  # first in order on exact ties
+            margin = cfg.tie_tolerance * abs(scores[best])
+            tied = [name for name in finite if scores[name] <= scores[best] + margin]
+            winner = cfg.default if cfg.default in tied else best
+            reason = (
+                f"lowest smoothed loss after {cfg.trial_iterations} iterations: "
+                f"{scores[best]:.6g} ({best})"
+            )
+            if winner != best:
+                reason += (
+                    f"; {winner} ({scores[winner]:.6g}) is within tie_tolerance "
+                    f"{cfg.tie_tolerance:g} and is the default"
+                )
+        rows: list[TrialResult] = []
+        for name, losses in losses_by_name.items():
+            if name == winner:
+                status = "winner"
+            elif not losses:
+                status = "failed"
+            elif not math.isfinite(scores[name]):
+                status = "diverged"
+            else:
+                status = "tied" if name in tied else ""
+            final = float(losses[-1]) if losses else math.inf
+            rows.append(TrialResult(name, len(losses), final, scores[name], status))
+        return RaceOutcome(winner, rows, reason)
+
+    def run(self, run_trial: Callable[[str], Sequence[float]]) -> RaceOutcome:
+        losses: dict[str, Sequence[float]] = {}
+        for name in self.cfg.candidates:
+            try:
+                losses[name] = [float(x) for x in run_trial(name)]
+            except torch.OutOfMemoryError:
+                # A candidate that needs more memory than the device has cannot win.
+                logger.warning("optimizer race: %s ran out of memory; it is out", name)
+                losses[name] = []
+        return self.judge(losses)
+
+
+@register_automation
+class OptimizerSelection(Automation):
+    name: ClassVar[str] = "optimizer_selection"
+    config_type: ClassVar[type[AutomationConfig]] = OptimizerSelectionConfig
+
+    def __init__(self, config: OptimizerSelectionConfig) -> None:
+        super().__init__(config)
+        self.cfg = config
+        self.chosen: str | None = None
+        self.rows: list[TrialResult] = []
+
+    @property
+    def interval(self) -> int:
+        # Decisions happen only before training; the interval only publishes `scalars()`.
+        return SCALARS_INTERVAL
+
+    @property
+    def needs_race(self) -> bool:
+        """True until a race has chosen an optimizer (False after resuming one that had)."""
+        return self.chosen is None
+
+    @property
+    def candidates(self) -> list[str]:
+        """Race order: every DDP rank runs the trials in this order."""
+        return list(self.cfg.candidates)
+
+    def kwargs_for(self, name: str, optim_kwargs: dict[str, Any]) -> dict[str, Any]:
+        """optim_g's arguments (without `type`) overridden by `candidate_kwargs[name]`."""
+        merged = {k: v for k, v in optim_kwargs.items() if k != "type"}
+        merged.update(self.cfg.candidate_kwargs.get(name.lower(), {}))
+        return merged
+
+    def select(self, run_trial: Callable[[str], Sequence[float]], knobs: Knobs) -> list[Decision]:
+        """Race once; afterwards (or after a resume) only re-asserts the stored choice."""
+        if self.chosen is not None:
+            return self._keep_choice(knobs)
+        return self._record(OptimizerRace(self.cfg).run(run_trial), knobs)
+
+    def choose(self, losses_by_name: Mapping[str, Sequence[float]], knobs: Knobs) -> list[Decision]:
+        """Like `select`, for a trainer that ran the trials itself."""
+        if self.chosen is not None:
+            return self._keep_choice(knobs)
+        return self._record(OptimizerRace(self.cfg).judge(losses_by_name), knobs)
+
+    def _record(self, outcome: RaceOutcome, knobs: Knobs) -> list[Decision]:
+        self.chosen = outcome.winner
+        self.rows = outcome.rows
+        logger.info("optimizer race (%s smoothing):\n%s", self.cfg.smoothing, outcome.table())
+        return self.decide(knobs, "optimizer", outcome.winner, outcome.reason)
+
+    def table(self) -> str:
+        return format_table(self.rows)
+
+    def on_train_start(self, info: TrainInfo, knobs: Knobs) -> list[Decision]:
+        return self._keep_choice(knobs) if self.chosen is not None else []
+
+    def _keep_choice(self, knobs: Knobs) -> list[Decision]:
+        assert self.chosen is not None
+        return self.decide(
+            knobs, "optimizer", self.chosen, "resume: keep the optimizer chosen by the race"
+        )
+
+    def scalars(self) -> dict[str, float]:
+        return {
+            f"{row.name}_smoothed_loss": row.smoothed_loss
+            for row in self.rows
+            if math.isfinite(row.smoothed_loss)
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"chosen": self.chosen, "rows": [row.as_dict() for row in self.rows]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.chosen = state["chosen"]
+        self.rows = [TrialResult(**row) for row in state["rows"]]
