@@ -1,7 +1,8 @@
 """`regularization_scheduling`: weight decay on a schedule, raised when overfitting.
 
 `Knobs.weight_decay` is written by the trainer into every optimizer param group that
-was configured with weight decay > 0; learning rates are untouched. The value follows
+was configured with weight decay > 0; learning rates are untouched. While this
+automation is on, `start` and `end` replace optim_g's `weight_decay`. The value follows
 a cosine or linear ramp from `start` to `end` over training (as DINO ramps 0.04 -> 0.4;
 the defaults keep that 10x ratio at the scale of SR AdamW settings), in `steps` equal
 steps of progress. When `overfit_metric` is set, each validation compares the trend of
