@@ -106,6 +106,11 @@ def test_configured_interval_outside_bounds_is_clamped_at_start() -> None:
     assert knobs.val_interval == 250
 
 
+def test_disabled_validation_stays_disabled() -> None:
+    _, knobs = make(val_interval=0)
+    assert knobs.val_interval == 0
+
+
 def test_cooldown_spaces_out_changes() -> None:
     automation, knobs = make(val_interval=4000, cooldown=2)
     _, decisions, _ = run(automation, knobs, flat, 9)

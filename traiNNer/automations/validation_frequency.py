@@ -136,6 +136,8 @@ class ValidationFrequency(Automation):
                 "resume: keep the validation interval chosen before",
                 self.bounds,
             )
+        if knobs.val_interval <= 0:
+            return []  # validation is off: there is no interval to adapt
         self.interval_value = self._clamp(knobs.val_interval)
         return self.decide(
             knobs,
