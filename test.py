@@ -33,7 +33,7 @@ from traiNNer.utils.errors import ConfigError, UserError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("-opt", required=True, help="path to the test option YAML file")
     return parser.parse_args(argv)
 

@@ -30,8 +30,8 @@ from traiNNer.data.loader import build_dataloader
 from traiNNer.models.precision import bf16_supported, configured_precision
 from traiNNer.models.sr_model import SRModel, release_memory
 from traiNNer.training.batches import TrainBatches, first_samples
-from traiNNer.training.devices import select_device
 from traiNNer.training.best_metrics import BestMetrics
+from traiNNer.training.devices import select_device
 from traiNNer.training.setup_search import run_startup_searches
 from traiNNer.utils.checkpoint import (
     latest_training_state,
@@ -47,7 +47,7 @@ from traiNNer.utils.rng import restore_rng_state, rng_state, seed_everything
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("-opt", required=True, help="path to the option YAML file")
     parser.add_argument("--launcher", choices=["none", "pytorch"], default="none")
     parser.add_argument("--auto_resume", action="store_true", help="resume from the newest state")
@@ -111,7 +111,10 @@ def train(args: argparse.Namespace) -> int:
     model.setup_training(seed)
     decision_log = DecisionLog(paths.decision_log if dist.is_main else None, tb.writer)
     automations = AutomationController(
-        opt.train.automations, knobs, decision_log, is_main=dist.is_main,
+        opt.train.automations,
+        knobs,
+        decision_log,
+        is_main=dist.is_main,
         world_size=dist.world_size,
     )
     model.observer = automations
@@ -119,9 +122,7 @@ def train(args: argparse.Namespace) -> int:
     start_iter = 0
     next_val_iter = knobs.val_interval
     if resume_state is not None:
-        start_iter, next_val_iter = resume(
-            resume_state, model, automations, knobs, batches, best
-        )
+        start_iter, next_val_iter = resume(resume_state, model, automations, knobs, batches, best)
         log.info(f"Resumed from {resume_path} at iteration {start_iter:,}")
     else:
         info = train_info(opt, model, device, dist)
@@ -154,11 +155,33 @@ def train(args: argparse.Namespace) -> int:
                 perform_actions(automations, model, best, log)
                 next_val_iter = iteration + max(1, knobs.val_interval)
             if iteration % opt.logger.save_checkpoint_freq == 0:
-                save_checkpoint(model, automations, knobs, batches, best, seed, paths, iteration,
-                                next_val_iter, opt, dist)
+                save_checkpoint(
+                    model,
+                    automations,
+                    knobs,
+                    batches,
+                    best,
+                    seed,
+                    paths,
+                    iteration,
+                    next_val_iter,
+                    opt,
+                    dist,
+                )
     except KeyboardInterrupt:
-        save_checkpoint(model, automations, knobs, batches, best, seed, paths, iteration,
-                        next_val_iter, opt, dist)
+        save_checkpoint(
+            model,
+            automations,
+            knobs,
+            batches,
+            best,
+            seed,
+            paths,
+            iteration,
+            next_val_iter,
+            opt,
+            dist,
+        )
         log.warning(f"Interrupted: saved a resumable state at iteration {iteration:,}")
         tb.close()
         return 130
@@ -167,8 +190,9 @@ def train(args: argparse.Namespace) -> int:
     early_stopping = automations.get("early_stopping")
     if knobs.stop_requested and isinstance(early_stopping, EarlyStopping):
         log.info(early_stopping.summary())
-    save_checkpoint(model, automations, knobs, batches, best, seed, paths, iteration,
-                    next_val_iter, opt, dist)
+    save_checkpoint(
+        model, automations, knobs, batches, best, seed, paths, iteration, next_val_iter, opt, dist
+    )
     if dist.is_main:
         final = model.save_network(paths.models, "latest")
         log.info(f"Saved {final}")
@@ -236,9 +260,7 @@ def train_info(opt: Options, model: SRModel, device: torch.device, dist: DistInf
         world_size=dist.world_size,
         base_lr=model.base_lrs[0],
         device_total_memory=total_memory,
-        supports_activation_checkpointing=hasattr(
-            model.bare_net_g, "set_activation_checkpointing"
-        ),
+        supports_activation_checkpointing=hasattr(model.bare_net_g, "set_activation_checkpointing"),
     )
 
 
@@ -354,8 +376,15 @@ def log_status(
     )
     lr = model.current_lr()
     log.info(
-        status_line(batches.epoch, iteration, lr, rate, (total_iter - iteration) / max(rate, 1e-9),
-                    peak, values)
+        status_line(
+            batches.epoch,
+            iteration,
+            lr,
+            rate,
+            (total_iter - iteration) / max(rate, 1e-9),
+            peak,
+            values,
+        )
     )
     for name, value in values.items():
         tag = "grad_norms/net_g" if name == "grad_norm_g" else f"losses/{name}"
@@ -381,7 +410,11 @@ def run_validation(
 
     for index, (name, loader) in enumerate(loaders.items()):
         values = model.validation(
-            loader, name, iteration, paths.visualization, on_oom,
+            loader,
+            name,
+            iteration,
+            paths.visualization,
+            on_oom,
             image_callback=lambda tag, img: tb.add_image(f"val/{tag}", img, iteration),
         )
         for metric, value in values.items():

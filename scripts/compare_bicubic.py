@@ -50,8 +50,12 @@ def compare(option_file: str) -> bool:
         if key == "train":
             continue
         loader = build_dataloader(
-            build_dataset(set_opt, opt.scale, "val", key=key), set_opt, "val", seed=None,
-            use_cuda=False, key=key,
+            build_dataset(set_opt, opt.scale, "val", key=key),
+            set_opt,
+            "val",
+            seed=None,
+            use_cuda=False,
+            key=key,
         )
         sums = {"model_psnr": 0.0, "bicubic_psnr": 0.0, "model_ssim": 0.0, "bicubic_ssim": 0.0}
         count = 0
@@ -75,7 +79,7 @@ def compare(option_file: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("-opt", required=True)
     args = parser.parse_args(argv)
     try:

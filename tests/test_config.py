@@ -20,7 +20,7 @@ Mutation = Callable[[dict[str, Any]], None]
 def _set(path: str, value: Any) -> Mutation:
     def mutate(options: dict[str, Any]) -> None:
         keys = path.split(".")
-        target = options
+        target: Any = options
         for key in keys[:-1]:
             target = target[int(key)] if isinstance(target, list) else target[key]
         target[keys[-1]] = value
@@ -92,7 +92,11 @@ BAD_CONFIGS: list[tuple[str, Mutation, str]] = [
     ),
     ("unknown metric", _set("val.metrics.psnr.type", "psnr"), "val.metrics.psnr.type: unknown"),
     ("metric key typo", _set("val.metrics.psnr.crop", 4), "val.metrics.psnr.crop: unknown key"),
-    ("logger format", _set("logger.save_checkpoint_format", "ckpt"), "logger.save_checkpoint_format"),
+    (
+        "logger format",
+        _set("logger.save_checkpoint_format", "ckpt"),
+        "logger.save_checkpoint_format",
+    ),
     (
         "moa lengths",
         _set("train.moa_probs", [0.5, 0.5]),
@@ -117,7 +121,9 @@ BAD_CONFIGS: list[tuple[str, Mutation, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("label", "mutate", "expected"), BAD_CONFIGS, ids=[c[0] for c in BAD_CONFIGS])
+@pytest.mark.parametrize(
+    ("label", "mutate", "expected"), BAD_CONFIGS, ids=[c[0] for c in BAD_CONFIGS]
+)
 def test_bad_config_is_rejected_with_its_path(
     tmp_path: Path, tiny_dataset: Path, label: str, mutate: Mutation, expected: str
 ) -> None:
@@ -146,7 +152,9 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
         load_options(path)
 
 
-def test_train_py_exits_2_with_one_line_and_writes_nothing(tmp_path: Path, tiny_dataset: Path) -> None:
+def test_train_py_exits_2_with_one_line_and_writes_nothing(
+    tmp_path: Path, tiny_dataset: Path
+) -> None:
     options = base_options(tiny_dataset, tmp_path)
     options["train"]["losses"][0]["loss_weigth"] = 1.0
     path = write_options(tmp_path / "bad.yml", options)

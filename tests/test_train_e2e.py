@@ -22,10 +22,16 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 pytestmark = pytest.mark.slow
 
 
-def run_script(script: str, option_file: Path, cwd: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def run_script(
+    script: str, option_file: Path, cwd: Path, *extra: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(ROOT / script), "-opt", str(option_file), *extra],
-        capture_output=True, text=True, cwd=cwd, env=ENV, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=ENV,
+        timeout=300,
     )
 
 
@@ -53,7 +59,9 @@ def test_train_outputs_follow_the_traiNNer_layout(tmp_path: Path, tiny_dataset: 
     for label in ("4", "8", "12", "latest", "best"):
         assert (experiment / "models" / f"net_g_{label}.safetensors").is_file(), label
     assert sorted(p.name for p in (experiment / "training_states").iterdir()) == [
-        "12.state", "4.state", "8.state",
+        "12.state",
+        "4.state",
+        "8.state",
     ]
     assert (experiment / "run.yml").is_file()
     assert list(experiment.glob("train_unit_run_*.log"))
@@ -74,7 +82,10 @@ def test_killed_run_resumes_with_identical_results(tmp_path: Path, tiny_dataset:
     states = killed_dir / "experiments" / "unit_run" / "training_states"
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "train.py"), "-opt", str(option_file)],
-        cwd=killed_dir, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=killed_dir,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 240
     while not (states / "4.state").exists() and process.poll() is None:
@@ -96,7 +107,9 @@ def test_killed_run_resumes_with_identical_results(tmp_path: Path, tiny_dataset:
 
 
 def test_test_py_runs_the_trained_model(tmp_path: Path, tiny_dataset: Path) -> None:
-    option_file = write_options(tmp_path / "run.yml", options_for(tmp_path, tiny_dataset, total_iter=4))
+    option_file = write_options(
+        tmp_path / "run.yml", options_for(tmp_path, tiny_dataset, total_iter=4)
+    )
     assert run_script("train.py", option_file, tmp_path).returncode == 0
     weights_file = tmp_path / "experiments" / "unit_run" / "models" / "net_g_latest.safetensors"
     test_options = {
@@ -110,15 +123,22 @@ def test_test_py_runs_the_trained_model(tmp_path: Path, tiny_dataset: Path) -> N
                 "dataroot_lq": str(tiny_dataset / "val" / "lr_x2"),
             }
         },
-        "path": {"pretrain_network_g": str(weights_file), "results_root": str(tmp_path / "results")},
-        "val": {"save_img": True, "metrics": {"psnr": {"type": "calculate_psnr", "crop_border": 2}}},
+        "path": {
+            "pretrain_network_g": str(weights_file),
+            "results_root": str(tmp_path / "results"),
+        },
+        "val": {
+            "save_img": True,
+            "metrics": {"psnr": {"type": "calculate_psnr", "crop_border": 2}},
+        },
     }
     test_file = write_options(tmp_path / "test.yml", test_options)
     result = run_script("test.py", test_file, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     results = tmp_path / "results" / "unit_test"
     assert sorted(p.name for p in (results / "visualization" / "tiny").iterdir()) == [
-        "img0.png", "img1.png",
+        "img0.png",
+        "img1.png",
     ]
     table = (results / "metrics.csv").read_text().splitlines()
     assert table[0] == "dataset,psnr" and table[1].startswith("tiny,")
@@ -132,7 +152,10 @@ def test_spandrel_arch_checkpoint_opens_in_spandrel_and_test_py(
 
     options = options_for(tmp_path, tiny_dataset, total_iter=4)
     options["network_g"] = {"type": "compact", "num_feat": 8, "num_conv": 2}
-    assert run_script("train.py", write_options(tmp_path / "run.yml", options), tmp_path).returncode == 0
+    assert (
+        run_script("train.py", write_options(tmp_path / "run.yml", options), tmp_path).returncode
+        == 0
+    )
     weights_file = tmp_path / "experiments" / "unit_run" / "models" / "net_g_latest.safetensors"
 
     descriptor = ModelLoader().load_from_file(weights_file)
@@ -149,7 +172,10 @@ def test_spandrel_arch_checkpoint_opens_in_spandrel_and_test_py(
                 "dataroot_lq": str(tiny_dataset / "val" / "lr_x2"),
             }
         },
-        "path": {"pretrain_network_g": str(weights_file), "results_root": str(tmp_path / "results")},
+        "path": {
+            "pretrain_network_g": str(weights_file),
+            "results_root": str(tmp_path / "results"),
+        },
         "val": {"save_img": True},
     }
     result = run_script("test.py", write_options(tmp_path / "test.yml", test_options), tmp_path)

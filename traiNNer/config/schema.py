@@ -33,7 +33,9 @@ class DatasetOptions(StrictStruct):
     dataroot_gt: str | list[str] | None = None
     dataroot_lq: str | list[str] | None = None
     lq_size: (
-        Annotated[int, Meta(ge=4, description="Crop size on the LR side; HR crop is lq_size*scale.")]
+        Annotated[
+            int, Meta(ge=4, description="Crop size on the LR side; HR crop is lq_size*scale.")
+        ]
         | None
     ) = None
     use_hflip: bool = True

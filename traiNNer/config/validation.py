@@ -119,9 +119,7 @@ def convert(data: Any, target: type[S], prefix: str = "") -> S:
         return msgspec.convert(data, target, strict=False)
     except msgspec.ValidationError as err:
         _retry_dict_entries(data, target, str(err), prefix)
-        raise ConfigError(
-            _rewrite(str(err), prefix, lambda p: _fields_at(target, p))
-        ) from None
+        raise ConfigError(_rewrite(str(err), prefix, lambda p: _fields_at(target, p))) from None
 
 
 # ---------------------------------------------------------------------------
@@ -159,7 +157,7 @@ def _sanitize(annotation: Any) -> Any:
         return annotation
     if origin in (list, tuple, dict):
         args = tuple(_sanitize(a) if a is not Ellipsis else a for a in typing.get_args(annotation))
-        rebuilt = origin[args] if args else origin
+        rebuilt = origin[args] if args else origin  # pyright: ignore[reportInvalidTypeArguments]
         return rebuilt if _msgspec_can_handle(rebuilt) else Any
     if annotation in _SUPPORTED_LEAVES:
         return annotation

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -21,12 +21,12 @@ from traiNNer.utils.dist import DistInfo
 from traiNNer.utils.errors import UserError
 
 
-class StepObserver:
+class StepObserver(Protocol):
     """What the model notifies after each optimizer step (the automation controller)."""
 
     def observe_step(self, record: StepRecord) -> None: ...
 
-    def on_nonfinite(self, iteration: int) -> None: ...
+    def on_nonfinite(self, iteration: int) -> object: ...
 
 
 class NonFiniteLossError(UserError):
@@ -278,6 +278,7 @@ class BaseModel:
         if self._logged_steps == 0:
             return {}
         names = list(self._loss_sums)
+        assert self._grad_norm_sum is not None
         stacked = torch.stack([self._loss_sums[n] for n in names] + [self._grad_norm_sum])
         values = (stacked / self._logged_steps).tolist()
         self._loss_sums, self._grad_norm_sum, self._logged_steps = {}, None, 0

@@ -19,7 +19,7 @@ class EMA:
 
     @torch.no_grad()
     def update(self, net: nn.Module, iteration: int) -> None:
-        ema_params = list(self.net.parameters())
+        ema_params: list[torch.Tensor] = list(self.net.parameters())
         params = [p.detach() for p in net.parameters()]
         if iteration <= self.update_after_step:
             torch._foreach_copy_(ema_params, params)

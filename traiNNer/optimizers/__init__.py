@@ -81,13 +81,14 @@ def prodigy(
         from prodigyopt import Prodigy
     except ImportError:
         raise _missing_extra("prodigyopt") from None
+    # Prodigy's untyped defaults make pyright infer int for float arguments.
     return Prodigy(
         params,
         lr=lr,
         betas=betas,
         beta3=beta3,
         eps=eps,
-        weight_decay=weight_decay,
+        weight_decay=weight_decay,  # pyright: ignore[reportArgumentType]
         decouple=decouple,
         use_bias_correction=use_bias_correction,
         safeguard_warmup=safeguard_warmup,
@@ -107,4 +108,3 @@ def build_optimizer(
 def is_schedule_free(optimizer: torch.optim.Optimizer) -> bool:
     """Schedule-free optimizers need train()/eval() switches around evaluation."""
     return hasattr(optimizer, "eval") and hasattr(optimizer, "train")
-

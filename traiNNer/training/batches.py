@@ -30,7 +30,7 @@ def _sample_seed(seed: int, epoch: int, position: int) -> int:
 class _SeededSamples(Dataset[dict[str, Any]]):
     """Seeds the augmentation RNGs from the sampler's per-position seed, then loads."""
 
-    def __init__(self, dataset: Dataset[dict[str, Any]]) -> None:
+    def __init__(self, dataset: Dataset[Any]) -> None:
         self.dataset = dataset
 
     def __getitem__(self, key: SampleKey) -> dict[str, Any]:
@@ -66,7 +66,7 @@ class TrainBatches:
 
     def __init__(
         self,
-        dataset: Dataset[dict[str, Any]],
+        dataset: Dataset[Any],
         opt: DatasetOptions,
         batch_size: int,
         *,

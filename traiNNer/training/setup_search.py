@@ -107,7 +107,9 @@ def race_optimizers(
     decisions = automation.select(run_trial, knobs)
     automations.apply_decisions(0, decisions)
     if knobs.optimizer and knobs.optimizer != model.optimizer_type:
-        model.replace_optimizer(knobs.optimizer, automation.kwargs_for(knobs.optimizer, optim_kwargs))
+        model.replace_optimizer(
+            knobs.optimizer, automation.kwargs_for(knobs.optimizer, optim_kwargs)
+        )
         log.info(f"Training with {knobs.optimizer}, the winner of the optimizer race")
 
 

@@ -99,9 +99,7 @@ def latest_training_state(states_dir: str | Path) -> Path | None:
     states_dir = Path(states_dir)
     if not states_dir.is_dir():
         return None
-    found = [
-        (int(m.group(1)), p) for p in states_dir.iterdir() if (m := _STATE_NAME.match(p.name))
-    ]
+    found = [(int(m.group(1)), p) for p in states_dir.iterdir() if (m := _STATE_NAME.match(p.name))]
     return max(found)[1] if found else None
 
 
@@ -110,9 +108,7 @@ def prune_training_states(states_dir: str | Path, keep: int) -> None:
     if keep <= 0:
         return
     states = sorted(
-        (int(m.group(1)), p)
-        for p in Path(states_dir).iterdir()
-        if (m := _STATE_NAME.match(p.name))
+        (int(m.group(1)), p) for p in Path(states_dir).iterdir() if (m := _STATE_NAME.match(p.name))
     )
     for _, path in states[:-keep]:
         path.unlink(missing_ok=True)

@@ -38,7 +38,9 @@ class ExperimentPaths:
             stamp = time.strftime("%Y%m%d_%H%M%S")
             self.root.rename(self.root.with_name(f"{self.root.name}_archived_{stamp}"))
             if self.tb_logger.exists():
-                self.tb_logger.rename(self.tb_logger.with_name(f"{self.tb_logger.name}_archived_{stamp}"))
+                self.tb_logger.rename(
+                    self.tb_logger.with_name(f"{self.tb_logger.name}_archived_{stamp}")
+                )
         for folder in (self.models, self.training_states, self.visualization, self.tb_logger):
             folder.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(option_file, self.root / option_file.name)
