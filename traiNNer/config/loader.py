@@ -7,8 +7,9 @@ from typing import Any
 
 import yaml
 
-from traiNNer.config.schema import Options
+from traiNNer.config.schema import Options, TrainOptions
 from traiNNer.config.validation import check_kwargs, convert
+from traiNNer.data.moa import validate_moa
 from traiNNer.utils.errors import ConfigError
 from traiNNer.utils.registry import (
     ARCH_REGISTRY,
@@ -98,13 +99,29 @@ def _check_train(opt: Options) -> None:
         schedule = SCHEDULER_REGISTRY.get(type_name, "train.scheduler.type")
         train.scheduler = {"type": type_name, **check_kwargs(schedule, kwargs, "train.scheduler")}
 
-    if len(train.moa_augs) != len(train.moa_probs):
+    validate_moa(train.moa_augs, train.moa_probs)
+    _check_automations(train)
+
+
+def _check_automations(train: TrainOptions) -> None:
+    """Cross-checks between automation blocks and the rest of the options."""
+    automations = train.automations
+    if automations is None:
+        return
+    augmentation = automations.augmentation_scheduling
+    if augmentation is not None and augmentation.enabled and not train.use_moa:
         raise ConfigError(
-            f"train.moa_probs: has {len(train.moa_probs)} entries but train.moa_augs has "
-            f"{len(train.moa_augs)}; give one probability per augmentation"
+            "train.automations.augmentation_scheduling: schedules MoA, which is off; "
+            "set train.use_moa: true or disable it"
         )
-    if train.use_moa and sum(train.moa_probs) <= 0:
-        raise ConfigError("train.moa_probs: must contain a probability above 0")
+    selection = automations.optimizer_selection
+    if selection is not None and selection.enabled:
+        base = {k: v for k, v in train.optim_g.items() if k != "type"}
+        for name in selection.candidates:
+            path = "train.automations.optimizer_selection"
+            optimizer = OPTIMIZER_REGISTRY.get(name, f"{path}.candidates")
+            kwargs = {**base, **selection.candidate_kwargs.get(name, {})}
+            check_kwargs(optimizer, kwargs, f"{path}.candidate_kwargs.{name}", ("params",))
 
 
 def _check_datasets(opt: Options, for_training: bool) -> None:
