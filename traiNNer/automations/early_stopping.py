@@ -1,7 +1,173 @@
-"""SCAFFOLD: replaced by the real automation."""
+"""`early_stopping`: stops training when a validation metric stops improving or diverges.
 
-from traiNNer.automations.base import AutomationConfig
+Patience counts validations; every message also gives the iteration span, so a
+"10 validations" stop is never mistaken for 10 iterations. On stop the automation sets
+`Knobs.stop_requested` and, with `restore_best_weights`, asks the trainer to load the
+best weights into the final model. The trainer saves the final checkpoint and the best
+weights as `net_g_best`, and prints `summary()`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+from msgspec import Meta
+
+from traiNNer.automations.base import Automation, AutomationConfig, Decision, Knobs
+from traiNNer.automations.registry import register_automation
 
 
 class EarlyStoppingConfig(AutomationConfig):
     """Options of the `early_stopping` automation."""
+
+    metric: Annotated[
+        str, Meta(description="Validation metric to monitor, e.g. psnr or <dataset>/psnr.")
+    ] = "psnr"
+    better: Annotated[
+        Literal["higher", "lower"], Meta(description="Direction in which the metric improves.")
+    ] = "higher"
+    patience: Annotated[
+        int, Meta(ge=1, description="Validations without improvement before stopping.")
+    ] = 10
+    min_delta: Annotated[
+        float, Meta(ge=0, description="Smallest change of the metric that counts as improvement.")
+    ] = 0.0
+    min_iterations: Annotated[
+        int, Meta(ge=0, description="No stop for lack of improvement before this iteration.")
+    ] = 0
+    check_finite: Annotated[
+        bool, Meta(description="Stop at once when the metric is NaN or infinite.")
+    ] = True
+    divergence_threshold: Annotated[
+        Annotated[float, Meta(gt=0)] | None,
+        Meta(
+            description="Stop at once when the metric is worse than the best by more "
+            "than this (in the metric's unit); None disables the rule."
+        ),
+    ] = None
+    restore_best_weights: Annotated[
+        bool, Meta(description="On stop, load the best weights into the final model.")
+    ] = False
+
+
+@register_automation
+class EarlyStopping(Automation):
+    name = "early_stopping"
+    config_type = EarlyStoppingConfig
+
+    def __init__(self, config: EarlyStoppingConfig) -> None:
+        super().__init__(config)
+        self.options = config
+        self.best = -math.inf if config.better == "higher" else math.inf
+        self.best_iter: int | None = None
+        self.bad_validations = 0
+        self.validations = 0
+        self.stop_iter: int | None = None
+        self.stop_reason = ""
+
+    def _gain(self, value: float) -> float:
+        """How much `value` beats the best (positive = better), in the metric's unit."""
+        return value - self.best if self.options.better == "higher" else self.best - value
+
+    def after_validation(
+        self, iteration: int, metrics: dict[str, float], knobs: Knobs
+    ) -> list[Decision]:
+        if self.stop_iter is not None:
+            return []
+        metric = self.options.metric
+        if metric not in metrics:
+            raise ValueError(
+                f"train.automations.early_stopping.metric: '{metric}' is not among the "
+                f"validation metrics ({', '.join(sorted(metrics))})"
+            )
+        value = float(metrics[metric])
+        self.validations += 1
+        if not math.isfinite(value):
+            self.bad_validations += 1
+            if self.options.check_finite:
+                return self._stop(
+                    iteration,
+                    knobs,
+                    f"{metric} is {value} at iteration {iteration}; {self._best_text()}",
+                )
+            return self._patience_check(iteration, knobs)
+        if self.best_iter is None or self._gain(value) > self.options.min_delta:
+            self.best = value
+            self.best_iter = iteration
+            self.bad_validations = 0
+            return []
+        self.bad_validations += 1
+        limit = self.options.divergence_threshold
+        if limit is not None and -self._gain(value) > limit:
+            return self._stop(
+                iteration,
+                knobs,
+                f"{metric} {value:.4g} is worse than the best {self.best:.4g} "
+                f"(iteration {self.best_iter}) by more than divergence_threshold {limit:g}",
+            )
+        return self._patience_check(iteration, knobs)
+
+    def _patience_check(self, iteration: int, knobs: Knobs) -> list[Decision]:
+        if self.bad_validations < self.options.patience:
+            return []
+        if iteration < self.options.min_iterations:
+            return []
+        since = self.best_iter if self.best_iter is not None else 0
+        reason = (
+            f"{self.options.metric} did not improve by more than {self.options.min_delta:g} in "
+            f"{self.bad_validations} validations (iterations {since}-{iteration}); "
+            f"{self._best_text()}"
+        )
+        return self._stop(iteration, knobs, reason)
+
+    def _stop(self, iteration: int, knobs: Knobs, reason: str) -> list[Decision]:
+        self.stop_iter = iteration
+        self.stop_reason = reason
+        decisions = self.decide(knobs, "stop_requested", True, reason)
+        if self.options.restore_best_weights and self.best_iter is not None:
+            decisions.append(
+                Decision(
+                    self.name,
+                    "restore_best_weights",
+                    None,
+                    True,
+                    f"early stop: final model gets the weights of iteration {self.best_iter}",
+                )
+            )
+        return decisions
+
+    def _best_text(self) -> str:
+        metric = self.options.metric
+        if self.best_iter is None:
+            return f"no finite {metric} yet"
+        return f"best {metric} {self.best:.4f} at iteration {self.best_iter}"
+
+    def summary(self) -> str:
+        if self.stop_iter is None:
+            return (
+                f"early stopping not triggered after {self.validations} validations "
+                f"({self.bad_validations} without improvement); {self._best_text()}"
+            )
+        return f"early stop at iteration {self.stop_iter}: {self.stop_reason}"
+
+    def scalars(self) -> dict[str, float]:
+        return {"best": self.best, "bad_validations": float(self.bad_validations)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "best": self.best,
+            "best_iter": self.best_iter,
+            "bad_validations": self.bad_validations,
+            "validations": self.validations,
+            "stop_iter": self.stop_iter,
+            "stop_reason": self.stop_reason,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best = float(state["best"])
+        self.best_iter = None if state["best_iter"] is None else int(state["best_iter"])
+        self.bad_validations = int(state["bad_validations"])
+        self.validations = int(state["validations"])
+        self.stop_iter = None if state["stop_iter"] is None else int(state["stop_iter"])
+        self.stop_reason = str(state["stop_reason"])
