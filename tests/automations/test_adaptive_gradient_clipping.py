@@ -107,7 +107,9 @@ def no_host_sync() -> Iterator[None]:
 
 @pytest.mark.parametrize("mode", ["zscore", "percentile", "rule"])
 def test_observe_step_does_not_read_device_values(mode: str) -> None:
-    controller, _, _ = setup(mode=mode, monitoring_frequency=1000, warmup_steps=10)
+    controller, _, _ = setup(
+        mode=mode, monitoring_frequency=1000, gradient_history_size=1000, warmup_steps=10
+    )
     automation = controller.get("adaptive_gradient_clipping")
     assert automation is not None
     with no_host_sync():

@@ -532,7 +532,30 @@ def _ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
                     for d in controller.after_validation(iteration, {"psnr": psnr})
                 ]
         applied += [[d.parameter, d.new] for d in controller.on_oom(401, "val")]
+
+        # Batch size search: a size fits only if it fits on every rank.
+        search_knobs = Knobs(batch_size=8)
+        searcher = AutomationController(
+            AutomationsOptions(
+                batch_size=BatchSizeConfig(enabled=True, margin=0.1, max_batch_size=64)
+            ),
+            search_knobs,
+            RecordingSink(),
+            is_main=rank == 0,
+            world_size=world_size,
+        )
+        searcher.on_train_start(info())
+        limit = 30 if rank == 0 else 20
+        searcher.run_batch_size_search(lambda size: size <= limit)
+        # Nothing fits anywhere: every rank stops with the same user error.
+        try:
+            searcher.run_batch_size_search(lambda size: False)
+            error = ""
+        except UserError as caught:
+            error = str(caught)
         result = {
+            "batch_size": search_knobs.batch_size,
+            "error": error,
             "knobs": [knobs.lr_multiplier, knobs.clip_threshold, knobs.val_tiled],
             "applied": applied,
         }
@@ -550,3 +573,5 @@ def test_ddp_ranks_apply_rank_zero_decisions(tmp_path: Path) -> None:
     assert lr_multiplier < 1.0  # rank 0's flat metric and loss plateaued
     assert thresholds["net_g"] < 1.0  # from rank 0's small norms, not rank 1's large ones
     assert val_tiled is False  # batch_size automation is off on both ranks
+    assert rank0["batch_size"] == 18  # 20 fits on both ranks, less 10%
+    assert "min_batch_size" in rank0["error"]

@@ -4,10 +4,11 @@ The trainer passes `Knobs.clip_threshold[<network>]` to clip_grad_norm_. Every s
 gradient norm goes into a preallocated ring buffer on the device (tensor writes only);
 every `monitoring_frequency` iterations the window is read once and the threshold is
 re-derived, by `mode`:
-- `zscore` (ZClip): EMA mean and variance of the norm (decay `zscore_alpha`, updated on
-  the device, spikes enter the EMA clipped), after `warmup_steps`; target =
-  mean + `zscore_threshold` x std. Refreshed per interval rather than per step, because
-  the trainer reads the threshold as a host number.
+- `zscore` (ZClip): EMA mean and variance of the norm (decay `zscore_alpha`, spikes
+  enter the EMA clipped), started after `warmup_steps`; target = mean +
+  `zscore_threshold` x std. The EMA runs over the window's new norms in order at each
+  interval, and the threshold is refreshed per interval rather than per step, because
+  the trainer reads it as a host number.
 - `percentile` (AutoClip): target = the `percentile`-th percentile of the window.
 - `rule` (the seeds' rule): raise by `adjustment_factor` when the window's max exceeds
   the threshold, lower by it when the window's mean is under 30% of the threshold.
@@ -21,6 +22,8 @@ threshold stays put for `cooldown` iterations. Thresholds stay in
 [min_threshold, max_threshold]. Networks (generator, discriminator) keep separate
 statistics. Each interval logs threshold, windowed clip rate, norm mean and max, and
 each exploding gradient (norm above `exploding_factor` x threshold) with its iteration.
+The clip rate counts the window's steps whose norm exceeded the threshold then in force,
+which is exactly when clip_grad_norm_ clips.
 """
 
 from __future__ import annotations
@@ -123,6 +126,11 @@ class AdaptiveGradientClippingConfig(AutomationConfig):
                 f"min_threshold ({self.min_threshold}) must not exceed max_threshold "
                 f"({self.max_threshold})"
             )
+        if self.gradient_history_size < self.monitoring_frequency:
+            raise ValueError(
+                f"gradient_history_size ({self.gradient_history_size}) must be at least "
+                f"monitoring_frequency ({self.monitoring_frequency}) so that every norm is seen"
+            )
         if not self.min_threshold <= self.initial_threshold <= self.max_threshold:
             raise ValueError(
                 f"initial_threshold ({self.initial_threshold}) must lie within "
@@ -142,59 +150,49 @@ def quantile(sorted_values: list[float], q: float) -> float:
 class NormWindow:
     """The last `size` gradient norms of one network, written on the device each step.
 
-    Iterations and the threshold in force are host values kept alongside, so reading
-    the window costs one transfer at the interval and nothing per step.
+    A step costs one tensor write. Iterations and the threshold in force are host
+    values kept alongside, so reading the window costs one transfer at the interval.
     """
 
     def __init__(self, size: int) -> None:
         self.size = size
         self.norms: torch.Tensor | None = None
-        self.clipped: torch.Tensor | None = None
         self.iterations = [0] * size
         self.thresholds = [math.inf] * size
         self.position = 0
         self.filled = 0
         self.since_read = 0
 
-    def push(
-        self, iteration: int, norm: torch.Tensor, clipped: torch.Tensor | None, threshold: float
-    ) -> None:
-        if self.norms is None or self.clipped is None:
+    def push(self, iteration: int, norm: torch.Tensor, threshold: float) -> None:
+        if self.norms is None:
             self.norms = torch.zeros(self.size, dtype=torch.float32, device=norm.device)
-            self.clipped = torch.zeros(self.size, dtype=torch.bool, device=norm.device)
         elif self.norms.device != norm.device:
             self.norms = self.norms.to(norm.device)
-            self.clipped = self.clipped.to(norm.device)
         slot = self.position
         self.norms[slot] = norm.detach()
-        self.clipped[slot] = clipped if clipped is not None else norm.detach() > threshold
         self.iterations[slot] = iteration
         self.thresholds[slot] = threshold
         self.position = (slot + 1) % self.size
         self.filled = min(self.filled + 1, self.size)
         self.since_read += 1
 
-    def read(self) -> tuple[list[float], list[bool], list[int], list[float]]:
-        """Norms, clip flags, iterations and thresholds in chronological order (one sync)."""
-        if self.norms is None or self.clipped is None or self.filled == 0:
-            return [], [], [], []
+    def read(self) -> tuple[list[float], list[int], list[float]]:
+        """Norms, iterations and thresholds in chronological order (one transfer)."""
+        if self.norms is None or self.filled == 0:
+            return [], [], []
         start = (self.position - self.filled) % self.size
         order = [(start + i) % self.size for i in range(self.filled)]
-        both = torch.stack([self.norms, self.clipped.float()]).cpu().tolist()
-        norms = [both[0][i] for i in order]
-        clipped = [both[1][i] > 0.5 for i in order]
+        values = self.norms.tolist()
         return (
-            norms,
-            clipped,
+            [values[i] for i in order],
             [self.iterations[i] for i in order],
             [self.thresholds[i] for i in order],
         )
 
     def state_dict(self) -> dict[str, Any]:
-        empty = torch.zeros(self.size)
+        norms = self.norms.cpu().clone() if self.norms is not None else torch.zeros(self.size)
         return {
-            "norms": self.norms.cpu().clone() if self.norms is not None else empty,
-            "clipped": self.clipped.cpu().clone() if self.clipped is not None else empty.bool(),
+            "norms": norms,
             "iterations": list(self.iterations),
             "thresholds": list(self.thresholds),
             "position": self.position,
@@ -204,7 +202,6 @@ class NormWindow:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.norms = state["norms"].float().clone()
-        self.clipped = state["clipped"].bool().clone()
         self.iterations = [int(v) for v in state["iterations"]]
         self.thresholds = [float(v) for v in state["thresholds"]]
         self.position = int(state["position"])
@@ -213,62 +210,61 @@ class NormWindow:
 
 
 class NormEMA:
-    """ZClip's running mean and variance of the gradient norm, updated on the device."""
+    """ZClip's running mean and variance of the gradient norm.
+
+    Fed at each interval with the norms of the steps since the previous one, in
+    order, so the result equals a per-step update without any per-step device work.
+    """
 
     def __init__(self, alpha: float, z: float, warmup_steps: int) -> None:
         self.alpha = alpha
         self.z = z
         self.warmup_steps = warmup_steps
-        self.steps = 0
-        # sum, sum of squares, finite count (warmup), then mean, variance.
-        self.stats: torch.Tensor | None = None
+        self.warmup_values: list[float] = []
+        self.mean = 0.0
+        self.variance = 0.0
+        self.ready = False
 
-    def update(self, norm: torch.Tensor) -> None:
-        x = norm.detach().float()
-        if self.stats is None:
-            self.stats = torch.zeros(5, dtype=torch.float32, device=x.device)
-        elif self.stats.device != x.device:
-            self.stats = self.stats.to(x.device)
-        stats = self.stats
-        finite = torch.isfinite(x)
-        if self.steps < self.warmup_steps:
-            value = torch.where(finite, x, torch.zeros_like(x))
-            stats[0] += value
-            stats[1] += value * value
-            stats[2] += finite.float()
-            self.steps += 1
-            if self.steps == self.warmup_steps:
-                count = stats[2].clamp_min(1.0)
-                mean = stats[0] / count
-                stats[3] = mean
-                stats[4] = (stats[1] / count - mean * mean).clamp_min(0.0)
-            return
-        mean, variance = stats[3], stats[4]
-        limit = mean + self.z * variance.sqrt()
-        # A spike enters the statistics clipped to the limit, as ZClip does.
-        x = torch.where(finite, torch.minimum(x, limit), mean)
-        new_mean = self.alpha * mean + (1 - self.alpha) * x
-        stats[4] = self.alpha * variance + (1 - self.alpha) * (x - new_mean) ** 2
-        stats[3] = new_mean
-        self.steps += 1
+    def update(self, norms: list[float]) -> None:
+        for norm in norms:
+            finite = math.isfinite(norm)
+            if not self.ready:
+                if finite:
+                    self.warmup_values.append(norm)
+                if len(self.warmup_values) >= self.warmup_steps:
+                    count = len(self.warmup_values)
+                    self.mean = sum(self.warmup_values) / count
+                    self.variance = sum((v - self.mean) ** 2 for v in self.warmup_values) / count
+                    self.warmup_values = []
+                    self.ready = True
+                continue
+            # A spike enters the statistics clipped to the limit, as ZClip does.
+            value = min(norm, self.limit) if finite else self.mean
+            new_mean = self.alpha * self.mean + (1 - self.alpha) * value
+            self.variance = self.alpha * self.variance + (1 - self.alpha) * (value - new_mean) ** 2
+            self.mean = new_mean
 
     @property
-    def ready(self) -> bool:
-        return self.steps >= self.warmup_steps and self.stats is not None
+    def std(self) -> float:
+        return math.sqrt(max(self.variance, 0.0))
 
-    def read(self) -> tuple[float, float]:
-        """EMA mean and standard deviation (host values, one sync)."""
-        assert self.stats is not None
-        mean, variance = self.stats[3:5].cpu().tolist()
-        return mean, math.sqrt(max(variance, 0.0))
+    @property
+    def limit(self) -> float:
+        return self.mean + self.z * self.std
 
     def state_dict(self) -> dict[str, Any]:
-        stats = self.stats.cpu().clone() if self.stats is not None else torch.zeros(5)
-        return {"steps": self.steps, "stats": stats}
+        return {
+            "warmup_values": list(self.warmup_values),
+            "mean": self.mean,
+            "variance": self.variance,
+            "ready": self.ready,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.steps = int(state["steps"])
-        self.stats = state["stats"].float().clone()
+        self.warmup_values = [float(v) for v in state["warmup_values"]]
+        self.mean = float(state["mean"])
+        self.variance = float(state["variance"])
+        self.ready = bool(state["ready"])
 
 
 class NetworkClipper:
@@ -339,9 +335,7 @@ class AdaptiveGradientClipping(Automation):
             norm = record.grad_norms.get(net)
             if norm is None:
                 continue
-            clipper.window.push(record.iteration, norm, record.clipped.get(net), clipper.threshold)
-            if self.options.mode == "zscore":
-                clipper.ema.update(norm)
+            clipper.window.push(record.iteration, norm, clipper.threshold)
 
     def on_interval(self, iteration: int, knobs: Knobs) -> list[Decision]:
         decisions: list[Decision] = []
@@ -367,16 +361,20 @@ class AdaptiveGradientClipping(Automation):
     def _update_network(
         self, iteration: int, net: str, clipper: NetworkClipper, knobs: Knobs
     ) -> list[Decision]:
-        norms, clipped, iterations, thresholds = clipper.window.read()
+        norms, iterations, thresholds = clipper.window.read()
         recent = min(clipper.window.since_read, len(norms))
         clipper.window.since_read = 0
         first_recent = len(norms) - recent
+        if self.options.mode == "zscore":
+            clipper.ema.update(norms[first_recent:])
         finite = sorted(v for v in norms if math.isfinite(v))
         if not finite:
             return []
         threshold = clipper.threshold
         mean = sum(finite) / len(finite)
-        clip_rate = sum(clipped) / len(clipped)
+        # clip_grad_norm_ clips exactly when the norm exceeds the threshold in force.
+        clipped = sum(1 for v, limit in zip(norms, thresholds, strict=True) if v > limit)
+        clip_rate = clipped / len(norms)
         exploding = self._exploding(
             net, norms[first_recent:], iterations[first_recent:], thresholds[first_recent:]
         )
@@ -455,10 +453,10 @@ class AdaptiveGradientClipping(Automation):
         else:
             if not clipper.ema.ready:
                 return None
-            ema_mean, ema_std = clipper.ema.read()
-            target = ema_mean + self.options.zscore_threshold * ema_std
+            target = clipper.ema.limit
             reason = (
-                f"EMA mean {ema_mean:.4g} + {self.options.zscore_threshold:g} x std {ema_std:.4g}"
+                f"EMA mean {clipper.ema.mean:.4g} + {self.options.zscore_threshold:g} x std "
+                f"{clipper.ema.std:.4g}"
             )
         if max(target / threshold, threshold / target) < factor:
             return None  # within the dead band

@@ -234,12 +234,16 @@ class AutomationController:
             if search is not None:
                 search.report(candidate, fits)
         proposals: list[Proposal] = []
+        user_error: UserError | None = None
         if search is not None:
-            # Nothing fitting even at min_batch_size is the user's to fix: let it raise.
-            proposals.append(
-                ("batch_size", automation.finish_search(search, self.knobs, iteration))
-            )
-        return self._apply_all(iteration, self._broadcast(proposals), counts=False)
+            # Nothing fitting even at min_batch_size is the user's to fix: it stops the run.
+            try:
+                proposals.append(
+                    ("batch_size", automation.finish_search(search, self.knobs, iteration))
+                )
+            except UserError as error:
+                user_error = error
+        return self._share_and_apply(iteration, proposals, user_error, counts=False)
 
     # ------------------------------------------------------------------- state
 
@@ -315,6 +319,7 @@ class AutomationController:
     ) -> list[Decision]:
         """Run `call` on rank 0's active automations, share and apply the decisions."""
         proposals: list[Proposal] = []
+        user_error: UserError | None = None
         if self.is_main:
             for automation in self.automations if order is None else order:
                 if not self.is_active(automation.name):
@@ -323,14 +328,29 @@ class AutomationController:
                     decisions = list(call(automation))
                 except Exception as error:
                     if self._starting and isinstance(error, UserError):
-                        raise
+                        user_error = error
+                        break
                     self._disable(iteration, automation, hook, error)
                     continue
                 if decisions:
                     proposals.append((automation.name, decisions))
                     if first_only:
                         break
-        return self._apply_all(iteration, self._broadcast(proposals), counts=counts)
+        return self._share_and_apply(iteration, proposals, user_error, counts=counts)
+
+    def _share_and_apply(
+        self,
+        iteration: int,
+        proposals: list[Proposal],
+        user_error: UserError | None,
+        *,
+        counts: bool,
+    ) -> list[Decision]:
+        """Give every rank rank 0's decisions (or its UserError, raised everywhere) and apply."""
+        proposals, user_error = self._broadcast((proposals, user_error))
+        if user_error is not None:
+            raise user_error
+        return self._apply_all(iteration, proposals, counts=counts)
 
     def _apply_all(
         self, iteration: int, proposals: list[Proposal], *, counts: bool

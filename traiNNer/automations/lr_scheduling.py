@@ -5,7 +5,7 @@ It sets `Knobs.lr_multiplier`, which the trainer multiplies on top of the config
 scheduler and warmup, so neither overwrites the other. Two signals, each optional:
 - the training loss (`loss_key`), smoothed by a bias-corrected EMA (decay
   `loss_ema_decay` per step) that advances every `check_interval` iterations over the
-  mean of the steps in between (summed on the device, read once per check); a plateau
+  mean of the steps in between (kept on the device, read once per check); a plateau
   is more than `patience` iterations without an improvement beyond `threshold`;
 - a validation `metric` with its direction; a plateau is more than `metric_patience`
   validations without improvement.
@@ -142,43 +142,52 @@ class LRSchedulingConfig(AutomationConfig):
 class SmoothedLoss:
     """Bias-corrected EMA of a per-step loss, and the noise of that EMA.
 
-    Steps only add to device-side sums (sum, sum of squares, finite count); at each
-    check the sums are read once and the EMA advances over their mean with the decay
-    of that many steps. Non-finite losses are left out.
+    Each step writes its loss into a device buffer (one tensor write); at each check
+    the buffer is read once and the EMA advances over the mean of those steps with
+    the decay of that many steps. Non-finite losses are left out.
     """
 
-    def __init__(self, decay: float) -> None:
+    def __init__(self, decay: float, capacity: int) -> None:
         self.decay = decay
-        self._sums: torch.Tensor | None = None
-        self._saved_sums = [0.0, 0.0, 0.0]  # restored sums, moved to the device on first use
+        self.capacity = capacity
+        self._buffer: torch.Tensor | None = None
+        self._pending: list[float] = []  # restored unread losses, written on first use
+        self._count = 0  # losses written since the last check
         self._ema = 0.0  # uncorrected EMA of the loss
         self._ema_variance = 0.0  # uncorrected EMA of the per-step variance
         self._weight = 0.0  # total weight of the EMA so far (bias correction)
         self.steps = 0  # finite steps absorbed
 
     def add(self, loss: torch.Tensor) -> None:
-        x = loss.detach().float()
-        if self._sums is None:
-            self._sums = torch.tensor(self._saved_sums, dtype=torch.float32, device=x.device)
-        finite = torch.isfinite(x)
-        x = torch.where(finite, x, torch.zeros_like(x))
-        self._sums += torch.stack([x, x * x, finite.float()])
+        if self._buffer is None:
+            self._buffer = torch.full((self.capacity,), math.nan, device=loss.device)
+            if self._pending:
+                self._buffer[: len(self._pending)] = torch.tensor(self._pending)
+                self._pending = []
+        # More steps than the capacity between two checks: the oldest are overwritten.
+        self._buffer[self._count % self.capacity] = loss.detach()
+        self._count += 1
+
+    def _unread(self) -> list[float]:
+        if self._buffer is None:
+            return list(self._pending)
+        return self._buffer[: min(self._count, self.capacity)].tolist()
 
     def advance(self) -> bool:
-        """Fold the steps since the last call into the EMA; False when there were none."""
-        if self._sums is None:
+        """Fold the steps since the last call into the EMA; False when none was finite."""
+        values = [v for v in self._unread() if math.isfinite(v)]
+        self._count = 0
+        self._pending = []
+        if not values:
             return False
-        total, squares, count = self._sums.tolist()
-        self._sums.zero_()
-        if count == 0:
-            return False
-        mean = total / count
-        variance = max(squares / count - mean * mean, 0.0)
+        count = len(values)
+        mean = sum(values) / count
+        variance = sum((v - mean) ** 2 for v in values) / count
         keep = self.decay**count
         self._ema = keep * self._ema + (1 - keep) * mean
         self._ema_variance = keep * self._ema_variance + (1 - keep) * variance
         self._weight = keep * self._weight + (1 - keep)
-        self.steps += int(count)
+        self.steps += count
         return True
 
     @property
@@ -196,9 +205,8 @@ class SmoothedLoss:
         return math.sqrt(variance * share)
 
     def state_dict(self) -> dict[str, Any]:
-        sums = self._sums.tolist() if self._sums is not None else list(self._saved_sums)
         return {
-            "sums": sums,
+            "unread": self._unread(),
             "ema": self._ema,
             "ema_variance": self._ema_variance,
             "weight": self._weight,
@@ -206,8 +214,9 @@ class SmoothedLoss:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._saved_sums = [float(v) for v in state["sums"]]
-        self._sums = None
+        self._pending = [float(v) for v in state["unread"]][: self.capacity]
+        self._count = len(self._pending)
+        self._buffer = None
         self._ema = float(state["ema"])
         self._ema_variance = float(state["ema_variance"])
         self._weight = float(state["weight"])
@@ -235,7 +244,7 @@ class LRScheduling(Automation):
             threshold_mode=config.threshold_mode,
         )
         self.base_lr: float | None = None
-        self.smoothed = SmoothedLoss(config.loss_ema_decay)
+        self.smoothed = SmoothedLoss(config.loss_ema_decay, config.check_interval)
         self._loss_best_iter = 0
         self._metric_best_iter = 0
         self._last_change_iter: int | None = None
