@@ -396,6 +396,7 @@ def test_observe_step_reads_nothing_on_the_host_between_intervals() -> None:
         for iteration in range(1, 50):  # first interval is at 50
             controller.observe_step(record(iteration, peak=GIB))
     controller.observe_step(record(50, peak=GIB))  # the interval may read, once
+    assert knobs.clip_threshold["net_g"] == pytest.approx(0.5)  # and it did its work
 
 
 # ------------------------------------------------------------------- resume
