@@ -124,9 +124,8 @@ def train(args: argparse.Namespace) -> int:
     if resume_state is not None:
         start_iter, next_val_iter = resume(resume_state, model, automations, knobs, batches, best)
         log.info(f"Resumed from {resume_path} at iteration {start_iter:,}")
-    else:
-        info = train_info(opt, model, device, dist)
-        automations.on_train_start(info)
+    automations.on_train_start(train_info(opt, model, device, dist, start_iter))
+    if resume_state is None:
         run_startup_searches(model, automations, knobs, batches, log)
     batches.set_batch_size(knobs.batch_size * knobs.accum_iter)
 
@@ -247,14 +246,16 @@ def build_val_loaders(
     return loaders
 
 
-def train_info(opt: Options, model: SRModel, device: torch.device, dist: DistInfo) -> TrainInfo:
+def train_info(
+    opt: Options, model: SRModel, device: torch.device, dist: DistInfo, start_iter: int
+) -> TrainInfo:
     assert opt.train is not None
     total_memory = (
         torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else None
     )
     return TrainInfo(
         total_iter=opt.train.total_iter,
-        start_iter=0,
+        start_iter=start_iter,
         device_type=device.type,
         bf16_supported=bf16_supported(device),
         world_size=dist.world_size,

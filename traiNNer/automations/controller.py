@@ -210,6 +210,16 @@ class AutomationController:
             iteration, "on_nonfinite", lambda a: a.on_nonfinite(iteration, self.knobs)
         )
 
+    def apply_decisions(
+        self, iteration: int, automation: str, decisions: list[Decision]
+    ) -> list[Decision]:
+        """Apply decisions an automation made outside a hook (the optimizer race).
+
+        Rank 0's decisions are applied on every rank; they do not count as adjustments.
+        """
+        proposals: list[Proposal] = [(automation, decisions)] if self.is_main else []
+        return self._share_and_apply(iteration, proposals, None, counts=False)
+
     def run_batch_size_search(
         self, probe: Callable[[int], bool], iteration: int = 0
     ) -> list[Decision]:

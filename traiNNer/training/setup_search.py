@@ -105,7 +105,7 @@ def race_optimizers(
             return torch.stack(losses).tolist()
 
     decisions = automation.select(run_trial, knobs)
-    automations.apply_decisions(0, decisions)
+    automations.apply_decisions(0, automation.name, decisions)
     if knobs.optimizer and knobs.optimizer != model.optimizer_type:
         model.replace_optimizer(
             knobs.optimizer, automation.kwargs_for(knobs.optimizer, optim_kwargs)
