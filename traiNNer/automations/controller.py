@@ -184,8 +184,16 @@ class AutomationController:
             "after_validation",
             lambda a: a.after_validation(iteration, metrics, self.knobs),
         )
-        # Automations without an interval report their scalars at validation instead.
-        self._log_scalars(iteration, [a for a in self.automations if a.interval == 0])
+        # Automations that react to validation report their scalars with it (as do those
+        # without an interval, which have no other moment).
+        self._log_scalars(
+            iteration,
+            [
+                a
+                for a in self.automations
+                if a.interval == 0 or type(a).after_validation is not Automation.after_validation
+            ],
+        )
         return applied
 
     def on_oom(self, iteration: int, phase: Literal["train", "val"]) -> list[Decision]:
@@ -216,9 +224,12 @@ class AutomationController:
         """Apply decisions an automation made outside a hook (the optimizer race).
 
         Rank 0's decisions are applied on every rank; they do not count as adjustments.
+        The automation's scalars are logged with them (e.g. the race's results).
         """
         proposals: list[Proposal] = [(automation, decisions)] if self.is_main else []
-        return self._share_and_apply(iteration, proposals, None, counts=False)
+        applied = self._share_and_apply(iteration, proposals, None, counts=False)
+        self._log_scalars(iteration, [a for a in self.automations if a.name == automation])
+        return applied
 
     def run_batch_size_search(
         self, probe: Callable[[int], bool], iteration: int = 0

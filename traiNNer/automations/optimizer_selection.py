@@ -35,9 +35,9 @@ Smoothing = Literal["ema", "tail_mean"]
 SCALARS_INTERVAL = 100  # iterations between TensorBoard scalars
 
 
-def _default_candidate_kwargs() -> dict[str, dict[str, Any]]:
-    # Prodigy estimates the step size itself and expects lr 1.0 (its documented default).
-    return {"prodigy": {"lr": 1.0}}
+# Arguments a candidate gets unless candidate_kwargs says otherwise: Prodigy estimates
+# the step size itself and expects lr 1.0 (its documented default), not optim_g's lr.
+BUILTIN_CANDIDATE_KWARGS: dict[str, dict[str, Any]] = {"prodigy": {"lr": 1.0}}
 
 
 class OptimizerSelectionConfig(AutomationConfig):
@@ -76,7 +76,7 @@ class OptimizerSelectionConfig(AutomationConfig):
             description="Per-candidate optimizer arguments that override optim_g's "
             "(e.g. prodigy: {lr: 1.0})."
         ),
-    ] = msgspec.field(default_factory=_default_candidate_kwargs)
+    ] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.candidates = [name.lower() for name in self.candidates]
@@ -241,6 +241,7 @@ class OptimizerSelection(Automation):
     def kwargs_for(self, name: str, optim_kwargs: dict[str, Any]) -> dict[str, Any]:
         """optim_g's arguments (without `type`) overridden by `candidate_kwargs[name]`."""
         merged = {k: v for k, v in optim_kwargs.items() if k != "type"}
+        merged.update(BUILTIN_CANDIDATE_KWARGS.get(name.lower(), {}))
         merged.update(self.cfg.candidate_kwargs.get(name.lower(), {}))
         return merged
 

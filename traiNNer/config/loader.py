@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 
+from traiNNer.automations.optimizer_selection import OptimizerSelection
 from traiNNer.config.schema import Options, TrainOptions
 from traiNNer.config.validation import check_kwargs, convert
 from traiNNer.data.moa import validate_moa
@@ -116,11 +117,11 @@ def _check_automations(train: TrainOptions) -> None:
         )
     selection = automations.optimizer_selection
     if selection is not None and selection.enabled:
-        base = {k: v for k, v in train.optim_g.items() if k != "type"}
+        path = "train.automations.optimizer_selection"
+        race = OptimizerSelection(selection)
         for name in selection.candidates:
-            path = "train.automations.optimizer_selection"
             optimizer = OPTIMIZER_REGISTRY.get(name, f"{path}.candidates")
-            kwargs = {**base, **selection.candidate_kwargs.get(name, {})}
+            kwargs = race.kwargs_for(name, train.optim_g)
             check_kwargs(optimizer, kwargs, f"{path}.candidate_kwargs.{name}", ("params",))
 
 
