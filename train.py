@@ -137,11 +137,14 @@ def train(args: argparse.Namespace) -> int:
         while iteration < total_iter and not knobs.stop_requested:
             batch = next(batches)
             model.update_learning_rate(iteration)
-            try:
-                model.optimize_parameters(batch, iteration + 1)
-            except torch.OutOfMemoryError:
-                batch = recover_from_train_oom(model, automations, knobs, batches, batch, iteration)
-                model.optimize_parameters(batch, iteration + 1)
+            while True:  # an OOM redoes the same iteration until a remedy works
+                try:
+                    model.optimize_parameters(batch, iteration + 1)
+                    break
+                except torch.OutOfMemoryError:
+                    batch = recover_from_train_oom(
+                        model, automations, knobs, batches, batch, iteration
+                    )
             iteration += 1
             perform_actions(automations, model, best, log)
             batches.set_batch_size(knobs.batch_size * knobs.accum_iter)

@@ -25,32 +25,62 @@ def all_automations() -> dict[str, Any]:
     """Every automation enabled with intervals small enough to act in a 24-iteration run."""
     return {
         "lr_scheduling": {
-            "enabled": True, "check_interval": 2, "patience": 4, "loss_ema_decay": 0.5,
-            "metric": "psnr", "metric_patience": 1, "factor": 0.7, "threshold": 0.05,
+            "enabled": True,
+            "check_interval": 2,
+            "patience": 4,
+            "loss_ema_decay": 0.5,
+            "metric": "psnr",
+            "metric_patience": 1,
+            "factor": 0.7,
+            "threshold": 0.05,
         },
         "batch_size": {"enabled": True, "search": True, "max_batch_size": 4, "steps_per_trial": 1},
         "adaptive_gradient_clipping": {
-            "enabled": True, "mode": "rule", "initial_threshold": 1.0, "min_threshold": 0.001,
-            "max_threshold": 10.0, "adjustment_factor": 1.2, "monitoring_frequency": 4,
-            "gradient_history_size": 8, "detailed_logging": True, "cooldown": 4,
+            "enabled": True,
+            "mode": "rule",
+            "initial_threshold": 1.0,
+            "min_threshold": 0.001,
+            "max_threshold": 10.0,
+            "adjustment_factor": 1.2,
+            "monitoring_frequency": 4,
+            "gradient_history_size": 8,
+            "detailed_logging": True,
+            "cooldown": 4,
         },
         "early_stopping": {"enabled": True, "metric": "psnr", "patience": 50},
         "precision": {"enabled": True, "check_interval": 4, "snapshot_interval": 8},
         "validation_frequency": {
-            "enabled": True, "min_interval": 2, "max_interval": 8, "window": 2, "cooldown": 0,
+            "enabled": True,
+            "min_interval": 2,
+            "max_interval": 8,
+            "window": 2,
+            "cooldown": 0,
         },
         "augmentation_scheduling": {
-            "enabled": True, "start_prob": 0.0, "end_prob": 0.8, "steps": 4, "update_interval": 4,
+            "enabled": True,
+            "start_prob": 0.0,
+            "end_prob": 0.8,
+            "steps": 4,
+            "update_interval": 4,
         },
         "optimizer_selection": {
-            "enabled": True, "candidates": ["adamw", "nadam"], "default": "adamw",
+            "enabled": True,
+            "candidates": ["adamw", "nadam"],
+            "default": "adamw",
             "trial_iterations": 3,
         },
         "regularization_scheduling": {
-            "enabled": True, "start": 1e-4, "end": 1e-3, "steps": 4, "update_interval": 4,
+            "enabled": True,
+            "start": 1e-4,
+            "end": 1e-3,
+            "steps": 4,
+            "update_interval": 4,
         },
         "multi_metric_lr": {
-            "enabled": True, "patience": 1, "cooldown": 0, "scale_window": 2,
+            "enabled": True,
+            "patience": 1,
+            "cooldown": 0,
+            "scale_window": 2,
             "metrics": {"psnr": {"better": "higher"}, "ssim": {"better": "higher", "weight": 0.5}},
         },
     }
@@ -63,7 +93,10 @@ def options(tmp: Path, dataset: Path) -> dict[str, Any]:
     opts["train"]["automations"] = all_automations()
     opts["train"]["losses"].append({"type": "mssimloss", "loss_weight": 0.1})
     opts["train"]["dynamic_loss_scheduling"] = {
-        "enabled": True, "mode": "balance", "baseline_iterations": 4, "update_interval": 4,
+        "enabled": True,
+        "mode": "balance",
+        "baseline_iterations": 4,
+        "update_interval": 4,
     }
     opts["val"]["val_freq"] = 4
     opts["logger"]["save_checkpoint_freq"] = 8
@@ -73,7 +106,11 @@ def options(tmp: Path, dataset: Path) -> dict[str, Any]:
 def run_train(option_file: Path, cwd: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), "-opt", str(option_file), *extra],
-        capture_output=True, text=True, cwd=cwd, env=ENV, timeout=600,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=ENV,
+        timeout=600,
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     return result
@@ -110,8 +147,13 @@ def test_every_automation_decides_and_is_visible(reference_run: Path) -> None:
         assert set(record) >= {"iteration", "automation", "parameter", "old", "new", "reason"}
     deciding = {r["automation"] for r in records}
     for name in (
-        "lr_scheduling", "batch_size", "adaptive_gradient_clipping", "optimizer_selection",
-        "augmentation_scheduling", "regularization_scheduling", "validation_frequency",
+        "lr_scheduling",
+        "batch_size",
+        "adaptive_gradient_clipping",
+        "optimizer_selection",
+        "augmentation_scheduling",
+        "regularization_scheduling",
+        "validation_frequency",
     ):
         assert name in deciding, f"{name} made no decision: {sorted(deciding)}"
     tags = tensorboard_tags(reference_run / "tb_logger" / "unit_run")
@@ -136,7 +178,9 @@ def test_knob_values_stay_in_their_configured_bounds(reference_run: Path) -> Non
             assert 1 <= record["new"] <= 4
 
 
-def test_resumed_run_makes_the_same_decisions(reference_run: Path, tmp_path: Path, tiny_dataset: Path) -> None:
+def test_resumed_run_makes_the_same_decisions(
+    reference_run: Path, tmp_path: Path, tiny_dataset: Path
+) -> None:
     option_file = write_options(tmp_path / "run.yml", options(tmp_path, tiny_dataset))
     run_train(option_file, tmp_path)
     experiment = tmp_path / "experiments" / "unit_run"
@@ -150,7 +194,13 @@ def test_resumed_run_makes_the_same_decisions(reference_run: Path, tmp_path: Pat
     assert "Resumed from" in result.stdout + result.stderr
 
     def key(record: dict[str, Any]) -> tuple[Any, ...]:
-        return (record["iteration"], record["automation"], record["parameter"], record["old"], record["new"])
+        return (
+            record["iteration"],
+            record["automation"],
+            record["parameter"],
+            record["old"],
+            record["new"],
+        )
 
     # The precision automation snapshots the good state again when a run starts: the
     # snapshot lives in memory, so it is an extra action, not a different decision.
@@ -160,7 +210,9 @@ def test_resumed_run_makes_the_same_decisions(reference_run: Path, tmp_path: Pat
     reference = comparable(decisions(reference_run / "experiments" / "unit_run"))
     resumed = comparable(decisions(experiment))
     assert resumed == reference
-    ref_weights = load_file(str(reference_run / "experiments/unit_run/models/net_g_latest.safetensors"))
+    ref_weights = load_file(
+        str(reference_run / "experiments/unit_run/models/net_g_latest.safetensors")
+    )
     new_weights = load_file(str(experiment / "models" / "net_g_latest.safetensors"))
     for name in ref_weights:
         assert torch.equal(ref_weights[name], new_weights[name]), name

@@ -137,10 +137,11 @@ def test_search_is_skipped_when_disabled_in_config() -> None:
 def test_train_oom_shrinks_the_batch_and_adjusts_accumulation() -> None:
     controller, knobs, _ = setup(batch_size=16, accum_iter=2)
     applied = controller.on_oom(120, "train")
-    assert (knobs.batch_size, knobs.accum_iter) == (12, 3)  # effective 32 -> 36, nearest
+    # 16 x 0.75 = 12 does not divide the effective batch 32; 8 x 4 keeps it exactly.
+    assert (knobs.batch_size, knobs.accum_iter) == (8, 4)
     assert "out of memory at batch 16 in iteration 120" in applied[0].reason
     controller.on_oom(121, "train")
-    assert (knobs.batch_size, knobs.accum_iter) == (9, 4)
+    assert (knobs.batch_size, knobs.accum_iter) == (4, 8)
 
 
 def test_accumulation_stays_within_its_bound() -> None:
@@ -192,8 +193,8 @@ def test_simulated_training_redoes_the_oom_iteration_and_counts_each_once() -> N
         controller.observe_step(record(iteration, 2 * GIB, knobs.batch_size))
         iteration += 1
     assert [it for it, _ in completed] == list(range(1, 51))
-    assert {size for _, size in completed} == {9}
-    assert knobs.batch_size * knobs.accum_iter == 36
+    assert {size for _, size in completed} == {8}  # 16 -> 8 (divides the effective 32)
+    assert knobs.batch_size * knobs.accum_iter == 32
 
 
 # -------------------------------------------------------------------- growth
@@ -253,7 +254,7 @@ def test_failing_sizes_survive_a_resume() -> None:
 
     resumed, resumed_knobs, _ = setup(batch_size=32, accum_iter=1, max_batch_size=64)
     resumed.load_state_dict(torch.load(buffer, weights_only=True))
-    assert resumed_knobs.batch_size == 24  # the shrunk size comes back too
+    assert resumed_knobs.batch_size == 16  # the shrunk size comes back too
     probe = fits_up_to(1000)
     resumed.run_batch_size_search(probe)
     assert max(probe.asked) < 32

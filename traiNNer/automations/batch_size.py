@@ -246,6 +246,7 @@ class BatchSizeAutomation(Automation):
         new = max(
             self.options.min_batch_size, min(size - 1, math.floor(size * self.options.oom_backoff))
         )
+        new = self._divisor_at_most(new)
         if new >= size:
             logger.warning(
                 "[batch_size] out of memory at batch %d, already min_batch_size: nothing left to shrink",
@@ -296,6 +297,21 @@ class BatchSizeAutomation(Automation):
         if self.options.keep_effective_batch and self.effective_batch is not None:
             cap = min(cap, self.effective_batch)
         return cap
+
+    def _divisor_at_most(self, size: int) -> int:
+        """With keep_effective_batch, the largest divisor of the effective batch <= size.
+
+        Then batch x accum_iter equals the effective batch exactly, so the redone
+        iteration sees the same samples and later batches the same stream.
+        """
+        effective = self.effective_batch
+        if not self.options.keep_effective_batch or effective is None:
+            return size
+        for candidate in range(size, self.options.min_batch_size - 1, -1):
+            fits_accum = effective // candidate <= self.options.max_accum_iter
+            if effective % candidate == 0 and fits_accum:
+                return candidate
+        return size
 
     def _set_batch(self, knobs: Knobs, size: int, reason: str) -> list[Decision]:
         bounds = (float(self.options.min_batch_size), float(self.options.max_batch_size))

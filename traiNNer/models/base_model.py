@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Iterator
@@ -170,6 +171,7 @@ class BaseModel:
         net = self.net_g
         net.train()
         chunks = list(self.split_batch(self.prepare_batch(batch)))
+        samples = sum(chunk["lq"].shape[0] for chunk in chunks)
         loss_sums: dict[str, torch.Tensor] = {}
         total_sum = torch.zeros((), device=self.device)
         for index, chunk in enumerate(chunks):
@@ -177,16 +179,18 @@ class BaseModel:
             sync_context = (
                 net.no_sync()
                 if isinstance(net, DistributedDataParallel) and not last
-                else _nullcontext()
+                else contextlib.nullcontext()
             )
             with sync_context:
                 with autocast(self.device, self.precision):
                     total, losses = self.compute_losses(chunk, iteration)
-                self.scaler.scale(total / len(chunks)).backward()
-            total_sum = total_sum + total.detach() / len(chunks)
+                # Chunks may differ in size: weight each by its share of the samples.
+                share = chunk["lq"].shape[0] / samples
+                self.scaler.scale(total * share).backward()
+            total_sum = total_sum + total.detach() * share
             for name, value in losses.items():
                 previous = loss_sums.get(name)
-                scaled = value / len(chunks)
+                scaled = value * share
                 loss_sums[name] = scaled if previous is None else previous + scaled
 
         grad_norm, clipped = self._clip_gradients()
@@ -295,11 +299,3 @@ class BaseModel:
     def optimizer_train_mode(self) -> None:
         if self.optimizer is not None and is_schedule_free(self.optimizer):
             self.optimizer.train()  # type: ignore[attr-defined]
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *args: object) -> None:
-        return None
