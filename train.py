@@ -39,7 +39,13 @@ from traiNNer.utils.checkpoint import (
     prune_training_states,
     save_training_state,
 )
-from traiNNer.utils.dist import DistInfo, barrier, broadcast_object, init_distributed
+from traiNNer.utils.dist import (
+    DistInfo,
+    barrier,
+    broadcast_object,
+    init_distributed,
+    replicas_agree,
+)
 from traiNNer.utils.errors import UserError
 from traiNNer.utils.experiment import ExperimentPaths
 from traiNNer.utils.logger import TensorBoard, setup_logging, status_line
@@ -189,6 +195,8 @@ def train(args: argparse.Namespace) -> int:
         return 130
 
     # 6. The end: final checkpoint, best weights, summary.
+    if not replicas_agree(list(model.bare_net_g.parameters()), dist):
+        log.error("DDP ranks ended with different weights: a decision was not applied alike")
     early_stopping = automations.get("early_stopping")
     if knobs.stop_requested and isinstance(early_stopping, EarlyStopping):
         log.info(early_stopping.summary())

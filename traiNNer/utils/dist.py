@@ -44,6 +44,17 @@ def barrier(info: DistInfo) -> None:
         torch_dist.barrier()
 
 
+def replicas_agree(tensors: list[torch.Tensor], info: DistInfo) -> bool:
+    """True when every rank holds the same values (compared by a float64 checksum)."""
+    if not info.enabled:
+        return True
+    checksum = torch.stack([t.detach().double().sum() for t in tensors]).sum().reshape(1)
+    checksum = checksum.to("cuda" if torch_dist.get_backend() == "nccl" else "cpu")
+    gathered = [torch.zeros_like(checksum) for _ in range(info.world_size)]
+    torch_dist.all_gather(gathered, checksum)
+    return all(torch.equal(g, gathered[0]) for g in gathered)
+
+
 def broadcast_object(obj: object, info: DistInfo) -> object:
     """Rank 0's `obj` on every rank."""
     if not info.enabled:
