@@ -1,0 +1,94 @@
+"""Precision automation end to end on CPU with injected non-finite losses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import train
+from tests.conftest import base_options, write_options
+from traiNNer.models.sr_model import SRModel
+
+pytestmark = pytest.mark.slow
+
+
+def inject_nan_at(monkeypatch: pytest.MonkeyPatch, iterations: set[int]) -> None:
+    original = SRModel.compute_losses
+
+    def compute_losses(
+        model: SRModel, chunk: dict[str, torch.Tensor], iteration: int
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        total, losses = original(model, chunk, iteration)
+        if iteration in iterations and model.observer is not None:
+            total = total * float("nan")
+        return total, losses
+
+    monkeypatch.setattr(SRModel, "compute_losses", compute_losses)
+
+
+def run(
+    tmp_path: Path, tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> list[dict[str, Any]]:
+    options = base_options(tiny_dataset, tmp_path)
+    options["use_amp"] = True  # fp16 autocast works on CPU, so the fp16 path is exercised
+    options["train"]["total_iter"] = 16
+    options["train"]["automations"] = {
+        "precision": {
+            "enabled": True,
+            "check_interval": 4,
+            "nonfinite_limit": 3,
+            "nonfinite_window": 8,
+            "snapshot_interval": 4,
+        }
+    }
+    monkeypatch.chdir(tmp_path)
+    assert train.main(["-opt", str(write_options(tmp_path / "run.yml", options))]) == 0
+    experiment = tmp_path / "experiments" / "unit_run"
+    weights = load_file(str(experiment / "models" / "net_g_latest.safetensors"))
+    assert all(torch.isfinite(w).all() for w in weights.values())
+    lines = (experiment / "automations.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def test_repeated_nonfinite_losses_move_fp16_to_bf16(
+    tmp_path: Path, tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inject_nan_at(monkeypatch, {6, 7, 8})
+    records = run(tmp_path, tiny_dataset, monkeypatch)
+    switches = [r for r in records if r["parameter"] == "precision"]
+    assert [(r["old"], r["new"]) for r in switches] == [("fp16", "bf16")]
+    assert switches[0]["iteration"] == 8
+    state = torch.load(
+        tmp_path / "experiments" / "unit_run" / "training_states" / "16.state", weights_only=True
+    )
+    assert state["model"]["precision"] == "bf16"
+    assert state["model"]["nonfinite"] == [0, 3]
+
+
+def test_a_single_nan_does_not_switch_precision(
+    tmp_path: Path, tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inject_nan_at(monkeypatch, {6})
+    records = run(tmp_path, tiny_dataset, monkeypatch)
+    assert not [r for r in records if r["parameter"] == "precision"]
+
+
+def test_too_many_nonfinite_steps_in_a_row_stop_with_a_clear_error(
+    tmp_path: Path,
+    tiny_dataset: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    inject_nan_at(monkeypatch, set(range(3, 100)))
+    options = base_options(tiny_dataset, tmp_path)
+    options["train"]["max_nonfinite_steps"] = 4
+    monkeypatch.chdir(tmp_path)
+    assert train.main(["-opt", str(write_options(tmp_path / "run.yml", options))]) == 1
+    err = capsys.readouterr().err
+    assert "4 non-finite losses in a row at iteration 6" in err
+    assert err.strip().count("\n") == 0
