@@ -171,3 +171,16 @@ def test_train_py_exits_2_with_one_line_and_writes_nothing(
     assert "train.losses[0].loss_weigth: unknown key; did you mean loss_weight?" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "experiments").exists()
+
+
+def test_automation_metric_must_be_a_validation_metric(tmp_path: Path, tiny_dataset: Path) -> None:
+    options = base_options(tiny_dataset, tmp_path)
+    options["train"]["automations"] = {"early_stopping": {"enabled": True, "metric": "lpips"}}
+    with pytest.raises(ConfigError) as info:
+        load_options(write_options(tmp_path / "bad.yml", options))
+    assert str(info.value) == (
+        "train.automations.early_stopping.metric: 'lpips' is not a validation metric "
+        "(val.metrics: psnr, ssim)"
+    )
+    options["train"]["automations"]["early_stopping"]["metric"] = "tiny_val/ssim"
+    load_options(write_options(tmp_path / "ok.yml", options))

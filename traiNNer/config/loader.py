@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 
+from traiNNer.automations.config import AutomationsOptions
 from traiNNer.automations.optimizer_selection import OptimizerSelection
 from traiNNer.config.schema import Options, TrainOptions
 from traiNNer.config.validation import check_kwargs, convert
@@ -104,6 +105,47 @@ def _check_train(opt: Options) -> None:
     _check_automations(train)
 
 
+def _metric_references(automations: AutomationsOptions) -> list[tuple[str, str]]:
+    """(YAML path, metric name) of every validation metric an enabled automation reads."""
+    refs: list[tuple[str, str | None]] = []
+    prefix = "train.automations"
+    for name in (
+        "lr_scheduling",
+        "early_stopping",
+        "validation_frequency",
+        "augmentation_scheduling",
+    ):
+        block = getattr(automations, name)
+        if block is not None and block.enabled:
+            refs.append((f"{prefix}.{name}.metric", block.metric))
+    regularization = automations.regularization_scheduling
+    if regularization is not None and regularization.enabled:
+        refs.append(
+            (f"{prefix}.regularization_scheduling.overfit_metric", regularization.overfit_metric)
+        )
+    multi = automations.multi_metric_lr
+    if multi is not None and multi.enabled:
+        refs += [(f"{prefix}.multi_metric_lr.metrics.{m}", m) for m in multi.metrics]
+    return [(path, metric) for path, metric in refs if metric is not None]
+
+
+def _check_metric_references(opt: Options) -> None:
+    """Automations that read a validation metric need it configured under val.metrics."""
+    if opt.train is None or opt.train.automations is None:
+        return
+    names = set(opt.val.metrics) if opt.val is not None and opt.val.val_enabled else set()
+    available = set(names)  # `<metric>` (first set) or `<set>/<metric>`
+    for key, dataset in opt.datasets.items():
+        if key != "train":
+            available |= {f"{dataset.name or key}/{metric}" for metric in names}
+    for path, metric in _metric_references(opt.train.automations):
+        if metric not in available:
+            accepted = ", ".join(sorted(m for m in available if "/" not in m)) or "none configured"
+            raise ConfigError(
+                f"{path}: '{metric}' is not a validation metric (val.metrics: {accepted})"
+            )
+
+
 def _check_automations(train: TrainOptions) -> None:
     """Cross-checks between automation blocks and the rest of the options."""
     automations = train.automations
@@ -156,6 +198,7 @@ def validate(opt: Options, for_training: bool) -> Options:
     _check_train(opt)
     _check_datasets(opt, for_training)
     _check_val(opt)
+    _check_metric_references(opt)
     return opt
 
 

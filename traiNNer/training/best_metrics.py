@@ -26,7 +26,12 @@ class BestMetrics:
         if opt.val is not None:
             for name, metric in opt.val.metrics.items():
                 self.directions[name] = metric.better or "higher"
+        # "Best weights" follow early stopping's metric when it is on, else the first one.
         self.primary = next(iter(self.directions), None)
+        automations = opt.train.automations if opt.train is not None else None
+        stopping = automations.early_stopping if automations is not None else None
+        if stopping is not None and stopping.enabled and stopping.metric in self.directions:
+            self.primary = stopping.metric
         self.values: dict[str, float] = {}
         self.iterations: dict[str, int] = {}
         # Best inference weights (EMA when enabled) and the matching trained weights.
