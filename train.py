@@ -9,6 +9,7 @@ own intervals; this file applies what they decide (batch size, stop, actions).
 from __future__ import annotations
 
 import argparse
+import functools
 import random
 import sys
 import time
@@ -32,6 +33,7 @@ from traiNNer.models.sr_model import SRModel, release_memory
 from traiNNer.training.batches import TrainBatches, first_samples
 from traiNNer.training.best_metrics import BestMetrics
 from traiNNer.training.devices import select_device
+from traiNNer.training.interrupt import GracefulInterrupt
 from traiNNer.training.setup_search import run_startup_searches
 from traiNNer.utils.checkpoint import (
     latest_training_state,
@@ -48,7 +50,7 @@ from traiNNer.utils.dist import (
 )
 from traiNNer.utils.errors import UserError
 from traiNNer.utils.experiment import ExperimentPaths
-from traiNNer.utils.logger import TensorBoard, setup_logging, status_line
+from traiNNer.utils.logger import ProgressBar, TensorBoard, setup_logging, status_line
 from traiNNer.utils.rng import restore_rng_state, rng_state, seed_everything
 
 
@@ -139,7 +141,11 @@ def train(args: argparse.Namespace) -> int:
     total_iter = opt.train.total_iter
     iteration = start_iter
     timer = IterationTimer(start_iter)
-    try:
+    checkpoint = functools.partial(
+        save_checkpoint, model, automations, knobs, batches, best, seed, paths, opt, dist
+    )
+    progress = ProgressBar(opt.logger.progress_bar and dist.is_main, total_iter, start_iter)
+    with GracefulInterrupt(dist, opt.logger.print_freq) as interrupt, progress:
         while iteration < total_iter and not knobs.stop_requested:
             batch = next(batches)
             model.update_learning_rate(iteration)
@@ -152,6 +158,7 @@ def train(args: argparse.Namespace) -> int:
                         model, automations, knobs, batches, batch, iteration
                     )
             iteration += 1
+            progress.update(iteration)
             perform_actions(automations, model, best, log)
             batches.set_batch_size(knobs.batch_size * knobs.accum_iter)
             log_loss_weights(model, tb, iteration, log)
@@ -163,36 +170,13 @@ def train(args: argparse.Namespace) -> int:
                 perform_actions(automations, model, best, log)
                 next_val_iter = iteration + max(1, knobs.val_interval)
             if iteration % opt.logger.save_checkpoint_freq == 0:
-                save_checkpoint(
-                    model,
-                    automations,
-                    knobs,
-                    batches,
-                    best,
-                    seed,
-                    paths,
-                    iteration,
-                    next_val_iter,
-                    opt,
-                    dist,
-                )
-    except KeyboardInterrupt:
-        save_checkpoint(
-            model,
-            automations,
-            knobs,
-            batches,
-            best,
-            seed,
-            paths,
-            iteration,
-            next_val_iter,
-            opt,
-            dist,
-        )
-        log.warning(f"Interrupted: saved a resumable state at iteration {iteration:,}")
-        tb.close()
-        return 130
+                checkpoint(iteration, next_val_iter)
+            if interrupt.requested(iteration):
+                progress.close()
+                checkpoint(iteration, next_val_iter)
+                log.warning(f"Interrupted: saved a resumable state at iteration {iteration:,}")
+                tb.close()
+                return 130
 
     # 6. The end: final checkpoint, best weights, summary.
     if not replicas_agree(list(model.bare_net_g.parameters()), dist):
@@ -200,9 +184,7 @@ def train(args: argparse.Namespace) -> int:
     early_stopping = automations.get("early_stopping")
     if knobs.stop_requested and isinstance(early_stopping, EarlyStopping):
         log.info(early_stopping.summary())
-    save_checkpoint(
-        model, automations, knobs, batches, best, seed, paths, iteration, next_val_iter, opt, dist
-    )
+    checkpoint(iteration, next_val_iter)
     if dist.is_main:
         final = model.save_network(paths.models, "latest")
         log.info(f"Saved {final}")
@@ -452,10 +434,10 @@ def save_checkpoint(
     best: BestMetrics,
     seed: int,
     paths: ExperimentPaths,
-    iteration: int,
-    next_val_iter: int,
     opt: Options,
     dist: DistInfo,
+    iteration: int,
+    next_val_iter: int,
 ) -> None:
     if not dist.is_main or iteration == 0:
         return

@@ -185,3 +185,32 @@ def test_spandrel_arch_checkpoint_opens_in_spandrel_and_test_py(
     from traiNNer.data.image_io import read_image
 
     assert read_image(outputs[0]).shape == (3, 32, 32)
+
+
+def test_ctrl_c_saves_a_resumable_state_and_exits_cleanly(
+    tmp_path: Path, tiny_dataset: Path
+) -> None:
+    options = options_for(tmp_path, tiny_dataset, total_iter=100000)
+    options["logger"]["save_checkpoint_freq"] = 100000
+    option_file = write_options(tmp_path / "run.yml", options)
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), "-opt", str(option_file)],
+        cwd=tmp_path,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    for line in process.stdout:  # wait until training is under way
+        if "iter: 4," in line:
+            break
+    process.send_signal(signal.SIGINT)
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode == 130, output
+    assert "Interrupted: saved a resumable state at iteration" in output
+    assert "Traceback" not in output
+    states = list((tmp_path / "experiments" / "unit_run" / "training_states").glob("*.state"))
+    assert len(states) == 1
+    saved = torch.load(states[0], weights_only=True)
+    assert saved["iteration"] == int(states[0].stem) >= 4

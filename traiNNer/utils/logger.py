@@ -8,9 +8,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
 from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 LOGGER_NAME = "traiNNer"
+# One console for log lines and the progress bar, so lines print above the bar.
+CONSOLE = Console()
 
 
 def setup_logging(log_file: Path | None, is_main: bool) -> logging.Logger:
@@ -19,7 +23,9 @@ def setup_logging(log_file: Path | None, is_main: bool) -> logging.Logger:
     logger.handlers.clear()
     logger.propagate = False
     logger.setLevel(logging.INFO if is_main else logging.WARNING)
-    console = RichHandler(show_path=False, show_time=False, markup=False, rich_tracebacks=False)
+    console = RichHandler(
+        console=CONSOLE, show_path=False, show_time=False, markup=False, rich_tracebacks=False
+    )
     console.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(console)
     if log_file is not None and is_main:
@@ -81,5 +87,35 @@ class TensorBoard:
             self.writer.close()
 
 
-def stdout_is_terminal() -> bool:
-    return sys.stdout.isatty()
+class ProgressBar:
+    """A rich progress bar over the iterations, shown only on an interactive terminal."""
+
+    def __init__(self, enabled: bool, total: int, start: int) -> None:
+        self.progress: Progress | None = None
+        if enabled and sys.stdout.isatty():
+            self.progress = Progress(
+                TextColumn("[bold]train"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeRemainingColumn(),
+                console=CONSOLE,
+            )
+            self.task = self.progress.add_task("train", total=total, completed=start, rate="")
+            self.progress.start()
+
+    def update(self, iteration: int, rate: float | None = None) -> None:
+        if self.progress is not None:
+            fields = {"rate": f"{rate:.2f} it/s"} if rate is not None else {}
+            self.progress.update(self.task, completed=iteration, **fields)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        self.close()
