@@ -97,17 +97,15 @@ class ProgressBar:
                 TextColumn("[bold]train"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]}"),
                 TimeRemainingColumn(),
                 console=CONSOLE,
             )
-            self.task = self.progress.add_task("train", total=total, completed=start, rate="")
+            self.task = self.progress.add_task("train", total=total, completed=start)
             self.progress.start()
 
-    def update(self, iteration: int, rate: float | None = None) -> None:
+    def update(self, iteration: int) -> None:
         if self.progress is not None:
-            fields = {"rate": f"{rate:.2f} it/s"} if rate is not None else {}
-            self.progress.update(self.task, completed=iteration, **fields)
+            self.progress.update(self.task, completed=iteration)
 
     def close(self) -> None:
         if self.progress is not None:
