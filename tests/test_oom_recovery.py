@@ -138,3 +138,20 @@ def test_validation_oom_switches_to_tiles_and_keeps_the_training_batch(
     assert [(d["parameter"], d["new"]) for d in records] == [("val_tiled", True)]
     log = next((tmp_path / "experiments" / "unit_run").glob("train_*.log")).read_text()
     assert "Validation tiny_val at iter 12" in log
+
+
+def test_activation_checkpointing_comes_before_a_smaller_batch(
+    tmp_path: Path, tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    OomAbove(limit=2, from_iteration=3).install(monkeypatch)
+    options = base_options(tiny_dataset, tmp_path)
+    options["datasets"]["train"]["batch_size_per_gpu"] = 4
+    options["train"]["automations"] = {
+        "precision": {"enabled": True},
+        "batch_size": {"enabled": True, "search": False, "keep_effective_batch": False},
+    }
+    assert run(tmp_path, options, monkeypatch) == 0
+    changes = [(d["automation"], d["parameter"], d["new"]) for d in decisions(tmp_path)]
+    assert changes.index(("precision", "activation_checkpointing", True)) < changes.index(
+        ("batch_size", "batch_size", 3)
+    )
