@@ -177,6 +177,14 @@ def test_every_spandrel_arch_is_in_the_table() -> None:
 
 # ------------------------------------------------------------------------ all docs
 @pytest.mark.parametrize("doc", OWNED_DOCS, ids=lambda path: path.name)
+def test_no_text_is_swallowed_as_an_html_tag(doc: Path) -> None:
+    """`<name>` outside a code span renders as nothing on GitHub."""
+    for line in without_code_blocks(doc.read_text(encoding="utf-8")).splitlines():
+        outside_code = line.split("`")[::2]
+        assert not any(re.search(r"<[A-Za-z/]", piece) for piece in outside_code), line
+
+
+@pytest.mark.parametrize("doc", OWNED_DOCS, ids=lambda path: path.name)
 def test_links_resolve(doc: Path) -> None:
     text = without_code_blocks(doc.read_text(encoding="utf-8"))
     for target in re.findall(r"\]\(([^)\s]+)\)", text):
