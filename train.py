@@ -22,7 +22,6 @@ import torch
 from traiNNer.automations.base import Knobs, TrainInfo
 from traiNNer.automations.controller import AutomationController
 from traiNNer.automations.decision_log import DecisionLog
-from traiNNer.automations.early_stopping import EarlyStopping
 from traiNNer.automations.optimizer_selection import OptimizerSelection
 from traiNNer.config.loader import load_options
 from traiNNer.config.schema import Options
@@ -76,7 +75,7 @@ def train(args: argparse.Namespace) -> int:
     # 1. Options, checked in full before anything is created.
     opt = load_options(args.opt, for_training=True)
     assert opt.train is not None
-    dist = init_distributed(args.launcher, opt.dist_params.backend)
+    dist = init_distributed(args.launcher, opt.dist_params.backend, opt.dist_params.port)
     device = select_device(opt, dist)
     configure_torch(opt)
 
@@ -117,6 +116,8 @@ def train(args: argparse.Namespace) -> int:
     # 4. Model and automations.
     model = SRModel(opt, device, knobs, dist)
     model.setup_training(seed)
+    if opt.train.moa_debug and dist.is_main:
+        model.moa_debug_dir = paths.visualization / "moa_debug"
     decision_log = DecisionLog(paths.decision_log if dist.is_main else None, tb.writer)
     automations = AutomationController(
         opt.train.automations,
@@ -181,9 +182,9 @@ def train(args: argparse.Namespace) -> int:
     # 6. The end: final checkpoint, best weights, summary.
     if not replicas_agree(list(model.bare_net_g.parameters()), dist):
         log.error("DDP ranks ended with different weights: a decision was not applied alike")
-    early_stopping = automations.get("early_stopping")
-    if knobs.stop_requested and isinstance(early_stopping, EarlyStopping):
-        log.info(early_stopping.summary())
+    if automations.enabled:
+        for line in automations.summary().splitlines():
+            log.info(line)
     checkpoint(iteration, next_val_iter)
     if dist.is_main:
         final = model.save_network(paths.models, "latest")
@@ -273,8 +274,8 @@ def resume(
         if isinstance(selection, OptimizerSelection):
             kwargs = selection.kwargs_for(optimizer, kwargs)
         model.replace_optimizer(optimizer, kwargs)
-    for name, value in state["knobs"].items():
-        setattr(knobs, name, value)
+    # Knob values come back through the automations that set them (controller state);
+    # an automation switched off for the resumed run leaves its knobs at the config.
     model.load_training_state(state["model"])
     automations.load_state_dict(state["automations"])
     batches.load_state_dict(state["batches"])
@@ -363,11 +364,8 @@ def log_status(
 ) -> None:
     values = model.pop_log_values()
     rate = timer.rate(iteration)
-    peak = (
-        torch.cuda.max_memory_allocated(model.device) / 1024**3
-        if model.device.type == "cuda"
-        else None
-    )
+    peak_bytes = model.pop_peak_memory()
+    peak = peak_bytes / 1024**3 if peak_bytes is not None else None
     lr = model.current_lr()
     log.info(
         status_line(

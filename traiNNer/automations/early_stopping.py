@@ -132,7 +132,7 @@ class EarlyStopping(Automation):
                     "restore_best_weights",
                     None,
                     True,
-                    f"early stop: final model gets the weights of iteration {self.best_iter}",
+                    "early stop: the final model gets the best validated weights (net_g_best)",
                 )
             )
         return decisions

@@ -130,15 +130,25 @@ def _metric_references(automations: AutomationsOptions) -> list[tuple[str, str]]
 
 
 def _check_metric_references(opt: Options) -> None:
-    """Automations that read a validation metric need it configured under val.metrics."""
-    if opt.train is None or opt.train.automations is None:
+    """Automations (and ReduceLROnPlateau) that read a validation metric need it configured."""
+    if opt.train is None:
+        return
+    refs: list[tuple[str, str]] = []
+    scheduler = opt.train.scheduler
+    if scheduler is not None and scheduler["type"].lower() == "reducelronplateau":
+        first = next(iter(opt.val.metrics), None) if opt.val is not None else None
+        monitor = scheduler.get("monitor") or first
+        refs.append(("train.scheduler.monitor", monitor or "<none>"))
+    if opt.train.automations is not None:
+        refs += _metric_references(opt.train.automations)
+    if not refs:
         return
     names = set(opt.val.metrics) if opt.val is not None and opt.val.val_enabled else set()
     available = set(names)  # `<metric>` (first set) or `<set>/<metric>`
     for key, dataset in opt.datasets.items():
         if key != "train":
             available |= {f"{dataset.name or key}/{metric}" for metric in names}
-    for path, metric in _metric_references(opt.train.automations):
+    for path, metric in refs:
         if metric not in available:
             accepted = ", ".join(sorted(m for m in available if "/" not in m)) or "none configured"
             raise ConfigError(

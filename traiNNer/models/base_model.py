@@ -65,6 +65,7 @@ class BaseModel:
         self._loss_sums: dict[str, torch.Tensor] = {}
         self._grad_norm_sum: torch.Tensor | None = None
         self._logged_steps = 0
+        self.peak_memory_since_log = 0
 
     # ----------------------------------------------------------------- building
     @property
@@ -224,9 +225,7 @@ class BaseModel:
             clipped={"net_g": clipped},
             loss_scale=self.scaler._scale if self.scaler.is_enabled() else None,
             step_time=step_time,
-            peak_memory=(
-                torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None
-            ),
+            peak_memory=self._step_peak_memory(),
             batch_size=batch["lq"].shape[0],
         )
         if step_ok:
@@ -234,6 +233,22 @@ class BaseModel:
         if self.observer is not None:
             self.observer.observe_step(record)
         return record
+
+    def _step_peak_memory(self) -> int | None:
+        """Peak allocated bytes during this step (allocator counters: no device sync)."""
+        if self.device.type != "cuda":
+            return None
+        peak = torch.cuda.max_memory_allocated(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        self.peak_memory_since_log = max(self.peak_memory_since_log, peak)
+        return peak
+
+    def pop_peak_memory(self) -> int | None:
+        """Highest per-step peak since the last call (for the console line)."""
+        if self.device.type != "cuda":
+            return None
+        peak, self.peak_memory_since_log = self.peak_memory_since_log, 0
+        return peak
 
     def _clip_gradients(self) -> tuple[torch.Tensor, torch.Tensor]:
         assert self.optimizer is not None

@@ -77,6 +77,9 @@ class SRModel(BaseModel):
         self.loss_scheduler: DynamicLossScheduler | None = None
         self.batch_augment: BatchAugment | None = None
         self._good_state: dict[str, Any] | None = None
+        # Set by the trainer when train.moa_debug is on.
+        self.moa_debug_dir: Path | None = None
+        self._moa_debug_saved: set[str] = set()
 
     # ----------------------------------------------------------------- setup
     def load_pretrained(self, net: nn.Module, path: str) -> None:
@@ -122,7 +125,12 @@ class SRModel(BaseModel):
     def prepare_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
         if self.batch_augment is None or self.knobs.aug_prob <= 0:
             return batch
-        lq, gt, _ = self.batch_augment(batch["lq"], batch["gt"], self.knobs.aug_prob)
+        lq, gt, name = self.batch_augment(batch["lq"], batch["gt"], self.knobs.aug_prob)
+        if self.moa_debug_dir is not None and name not in self._moa_debug_saved:
+            # moa_debug: the first augmented pair of each augmentation, for a visual check.
+            self._moa_debug_saved.add(name)
+            write_image(lq[0], self.moa_debug_dir / f"{name}_lq.png")
+            write_image(gt[0], self.moa_debug_dir / f"{name}_gt.png")
         return {**batch, "lq": lq, "gt": gt}
 
     def compute_losses(
@@ -168,6 +176,7 @@ class SRModel(BaseModel):
 
     @torch.no_grad()
     def infer(self, lq: torch.Tensor, tile_size: int = 0) -> torch.Tensor:
+        """The output for `lq`, tiled when `tile_size` > 0 (overlap from val.tile_overlap)."""
         net = self.inference_net
         was_training = net.training
         net.eval()
@@ -181,7 +190,8 @@ class SRModel(BaseModel):
 
         try:
             if tile_size > 0:
-                out = tiled_forward(forward, lq, self.opt.scale, tile_size)
+                overlap = self.opt.val.tile_overlap if self.opt.val is not None else 16
+                out = tiled_forward(forward, lq, self.opt.scale, tile_size, overlap)
             else:
                 out = forward(lq)
         finally:
@@ -319,6 +329,7 @@ class SRModel(BaseModel):
         self.set_precision(state["precision"])
         self.knobs.precision = state["precision"]
         self.optimizer.load_state_dict(state["optimizer"])
+        self._applied_weight_decay = None  # param groups now hold the saved value
         self.schedule.load_state_dict(state["schedule"])
         self.scaler.load_state_dict(state["scaler"])
         self.nonfinite_streak, self.nonfinite_total = state["nonfinite"]

@@ -61,6 +61,8 @@ class StepLR(Schedule):
 
 @SCHEDULER_REGISTRY.register("exponentiallr")
 class ExponentialLR(Schedule):
+    """Multiply by `gamma` every iteration."""
+
     def __init__(self, gamma: float) -> None:
         self.gamma = gamma
 

@@ -24,10 +24,15 @@ class DistInfo:
         return self.world_size > 1
 
 
-def init_distributed(launcher: str, backend: str | None) -> DistInfo:
-    """Join the process group torchrun set up (`--launcher pytorch`), or run alone."""
+def init_distributed(launcher: str, backend: str | None, port: int = 29500) -> DistInfo:
+    """Join the process group torchrun set up (`--launcher pytorch`), or run alone.
+
+    `port` (dist_params.port) is the rendezvous port when the launcher did not set one.
+    """
     if launcher == "none":
         return DistInfo()
+    os.environ.setdefault("MASTER_PORT", str(port))
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     rank = int(os.environ.get("RANK", "0"))
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
