@@ -90,6 +90,7 @@ def options(tmp: Path, dataset: Path) -> dict[str, Any]:
     opts = base_options(dataset, tmp)
     opts["train"]["total_iter"] = 24
     opts["train"]["use_moa"] = True
+    opts["train"]["moa_debug"] = True
     opts["train"]["automations"] = all_automations()
     opts["train"]["losses"].append({"type": "mssimloss", "loss_weight": 0.1})
     opts["train"]["dynamic_loss_scheduling"] = {
@@ -161,6 +162,9 @@ def test_every_automation_decides_and_is_visible(reference_run: Path) -> None:
         assert any(t.startswith(f"automations/{name}/") for t in tags), (name, sorted(tags))
     assert {"losses/l_g_l1", "lr", "grad_norms/net_g", "metrics/tiny_val/psnr"} <= tags
     assert any(t.startswith("loss_weights/") for t in tags)
+    # moa_debug: the first augmented pair of each augmentation used, LR and HR.
+    saved = sorted(p.name for p in (experiment / "visualization" / "moa_debug").iterdir())
+    assert saved and len(saved) % 2 == 0 and any(name.endswith("_gt.png") for name in saved)
 
 
 def test_knob_values_stay_in_their_configured_bounds(reference_run: Path) -> None:
