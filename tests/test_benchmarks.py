@@ -135,6 +135,10 @@ def test_convergence_compares_both_recipes_and_plots(tmp_path: Path, tiny_datase
         ("automations", "4"),
     ]
     assert summary["static"]["final_psnr"].startswith(curves[1]["psnr"][:5])
+    # Default target: the seed's static final PSNR less 0.1 dB, which the static run reaches.
+    assert summary["static"]["reached"] == "1/1"
+    (static_run, _) = read_rows(out / "convergence_runs.csv")
+    assert float(static_run["target"]) == pytest.approx(float(curves[1]["psnr"]) - 0.1, abs=1e-3)
     assert (out / "convergence.png").stat().st_size > 1000
     assert (tmp_path / "work" / "experiments" / "automations_seed1" / "automations.jsonl").is_file()
 
