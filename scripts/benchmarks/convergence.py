@@ -416,7 +416,8 @@ def plot(results: list[RunResult], targets: dict[int, float], path: Path, title:
                 getattr(run, metric),
                 color=colors[run.config],
                 alpha=0.85,
-                linewidth=1.3,
+                # Static drawn wide underneath: visible where the curves coincide.
+                linewidth=3.0 if run.config == "static" else 1.3,
                 linestyle="-" if index == 0 else (0, (4, 1 + index)),
                 label=f"{run.config} (seed {run.seed})",
             )
