@@ -88,6 +88,7 @@ def test_automation_overhead_runs_every_automation(tmp_path: Path) -> None:
     for name in ("automations", "automations+dls"):
         assert rows[name]["automations"] == "10"
         assert int(rows[name]["scalar_reports"]) > 0  # interval hooks ran while timed
+        assert 0 < float(rows[name]["hook_share"]) < 1
 
 
 def test_arch_throughput_counts_parameters_and_rejects_unknown_archs(
