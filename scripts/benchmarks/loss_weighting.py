@@ -64,7 +64,10 @@ def final_result(experiment: Path, iters: int) -> dict[str, Any]:
     scheduler = state["model"]["loss_scheduler"]
     weights = ""
     if scheduler is not None:  # multipliers of the configured weights
-        pairs = zip(scheduler["names"], scheduler["multipliers"], strict=True)
+        multipliers = scheduler["multipliers"]
+        if scheduler["mode"] == "uncertainty":  # learned: weight x exp(-log-variance)
+            multipliers = torch.exp(-scheduler["log_variances"]).tolist()
+        pairs = zip(scheduler["names"], multipliers, strict=True)
         weights = ", ".join(f"{name} x{float(m):.3f}" for name, m in pairs)
     psnr = next((v for k, v in values.items() if k.endswith("/psnr")), float("nan"))
     ssim = next((v for k, v in values.items() if k.endswith("/ssim")), float("nan"))
