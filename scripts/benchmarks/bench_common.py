@@ -369,6 +369,12 @@ def write_table(
     return csv_path, md_path
 
 
+def shown_path(path: Path) -> str:
+    """`path` relative to the repository when inside it (tables stay portable)."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(path)
+
+
 def command_line(script: str, argv: Sequence[str] | None) -> str:
     """The command that reproduces this run, as written in the tables."""
     path = Path(script).resolve()

@@ -44,6 +44,7 @@ from bench_common import (
     positive,
     run_main,
     setup_run,
+    shown_path,
     write_table,
 )
 
@@ -489,7 +490,7 @@ def run(args: argparse.Namespace, command: str) -> int:
         else f"per seed: that seed's static final PSNR - {args.target_margin} dB"
     )
     notes = [
-        f"{source}; data {args.data}; {args.iters} iterations, validation every "
+        f"{source}; data {shown_path(args.data)}; {args.iters} iterations, validation every "
         f"{args.val_freq}; seeds {args.seeds}. Target PSNR: {rule}. Ratio: per seed, "
         "iterations to target with automations / static (below 1: faster), then the mean; "
         "iterations to target are validation iterations, so their resolution is the "
