@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.host_reads import host_reads_forbidden
 from traiNNer.data.moa import BatchAugment, validate_moa
 from traiNNer.utils.errors import ConfigError
 
@@ -170,22 +168,6 @@ def test_same_seed_same_augmentations_and_state_round_trip() -> None:
     for want in expected:
         got = resumed(lq, gt)
         assert got[2] == want[2] and torch.equal(got[0], want[0])
-
-
-@contextmanager
-def host_reads_forbidden() -> Iterator[None]:
-    def refuse(*_: Any, **__: Any) -> Any:
-        raise AssertionError("device value read on the host")
-
-    names = ("item", "tolist", "__bool__", "__float__", "__int__")
-    saved = {name: getattr(torch.Tensor, name) for name in names}
-    try:
-        for name in names:
-            setattr(torch.Tensor, name, refuse)
-        yield
-    finally:
-        for name, method in saved.items():
-            setattr(torch.Tensor, name, method)
 
 
 def test_augmenting_reads_no_device_value() -> None:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import io
 import logging
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from itertools import pairwise
 from typing import Any
 
 import pytest
 import torch
 
+from tests.host_reads import host_reads_forbidden
 from traiNNer.automations.adaptive_gradient_clipping import (
     AdaptiveGradientClipping,
     AdaptiveGradientClippingConfig,
@@ -89,22 +89,6 @@ def with_rare_spikes(values: list[float], rate: float, factor: float, seed: int)
     return [v * factor if float(d) < rate else v for v, d in zip(values, draws, strict=True)]
 
 
-@contextmanager
-def no_host_sync() -> Iterator[None]:
-    def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("host sync in observe_step")
-
-    names = ("item", "tolist", "__bool__", "__float__", "__int__", "cpu", "numpy", "__array__")
-    saved = {name: getattr(torch.Tensor, name) for name in names}
-    try:
-        for name in names:
-            setattr(torch.Tensor, name, refuse)
-        yield
-    finally:
-        for name, method in saved.items():
-            setattr(torch.Tensor, name, method)
-
-
 @pytest.mark.parametrize("mode", ["zscore", "percentile", "rule"])
 def test_observe_step_does_not_read_device_values(mode: str) -> None:
     controller, _, _ = setup(
@@ -112,7 +96,7 @@ def test_observe_step_does_not_read_device_values(mode: str) -> None:
     )
     automation = controller.get("adaptive_gradient_clipping")
     assert automation is not None
-    with no_host_sync():
+    with host_reads_forbidden():
         for iteration in range(1, 60):  # past the zscore warmup, before the interval
             automation.observe_step(
                 StepRecord(iteration, {}, {"net_g": torch.tensor(0.5)}, {}, None, 0.0, None, 8)

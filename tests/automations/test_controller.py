@@ -7,8 +7,7 @@ import json
 import logging
 import math
 import socket
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -16,6 +15,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from tests.host_reads import host_reads_forbidden
 from traiNNer.automations.adaptive_gradient_clipping import AdaptiveGradientClippingConfig
 from traiNNer.automations.base import (
     Automation,
@@ -353,24 +353,6 @@ def test_unknown_automation_key_is_a_config_error_with_its_path() -> None:
 # --------------------------------------------------------------- host syncs
 
 
-@contextmanager
-def no_host_sync() -> Iterator[None]:
-    """Any read of a tensor's value on the host raises inside the block."""
-
-    def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("host sync in the hot path")
-
-    names = ("item", "tolist", "__bool__", "__float__", "__int__", "cpu", "numpy", "__array__")
-    saved = {name: getattr(torch.Tensor, name) for name in names}
-    try:
-        for name in names:
-            setattr(torch.Tensor, name, refuse)
-        yield
-    finally:
-        for name, method in saved.items():
-            setattr(torch.Tensor, name, method)
-
-
 def all_four(**overrides: Any) -> AutomationsOptions:
     configs: dict[str, Any] = {
         "lr_scheduling": LRSchedulingConfig(
@@ -392,7 +374,7 @@ def test_observe_step_reads_nothing_on_the_host_between_intervals() -> None:
     knobs = Knobs(batch_size=8)
     controller = AutomationController(all_four(), knobs, RecordingSink())
     controller.on_train_start(info())
-    with no_host_sync():
+    with host_reads_forbidden():
         for iteration in range(1, 50):  # first interval is at 50
             controller.observe_step(record(iteration, peak=GIB))
     controller.observe_step(record(50, peak=GIB))  # the interval may read, once

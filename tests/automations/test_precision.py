@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 import torch
 
+from tests.host_reads import host_reads_forbidden
 from traiNNer.automations.base import Decision, Knobs, Precision, StepRecord, TrainInfo
 from traiNNer.automations.precision import PrecisionAutomation, PrecisionConfig
 
@@ -211,22 +210,6 @@ def test_oom_without_checkpointing_support_leaves_it_to_the_batch() -> None:
     assert automation.on_oom(5, "train", knobs) == []
     automation, knobs, _ = make(activation_checkpointing=False)
     assert automation.on_oom(5, "train", knobs) == []
-
-
-@contextmanager
-def host_reads_forbidden() -> Iterator[None]:
-    def refuse(*_: Any, **__: Any) -> Any:
-        raise AssertionError("device value read on the host")
-
-    names = ("item", "tolist", "__bool__", "__float__", "__int__")
-    saved = {name: getattr(torch.Tensor, name) for name in names}
-    try:
-        for name in names:
-            setattr(torch.Tensor, name, refuse)
-        yield
-    finally:
-        for name, method in saved.items():
-            setattr(torch.Tensor, name, method)
 
 
 def test_observe_step_reads_nothing_on_the_host() -> None:

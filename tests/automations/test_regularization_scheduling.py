@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 import torch
 
+from tests.host_reads import host_reads_forbidden
 from traiNNer.automations.base import Decision, Knobs, StepRecord, TrainInfo
 from traiNNer.automations.regularization_scheduling import (
     RegularizationScheduling,
@@ -134,22 +133,6 @@ def test_missing_loss_key_falls_back_to_the_sum_of_losses() -> None:
     automation.observe_step(record)
     automation.after_validation(1, {"psnr": 30.0}, knobs)
     assert automation.scalars()["train_loss_mean"] == pytest.approx(0.3)
-
-
-@contextmanager
-def host_reads_forbidden() -> Iterator[None]:
-    def refuse(*_: Any, **__: Any) -> Any:
-        raise AssertionError("device value read on the host")
-
-    names = ("item", "tolist", "__bool__", "__float__", "__int__")
-    saved = {name: getattr(torch.Tensor, name) for name in names}
-    try:
-        for name in names:
-            setattr(torch.Tensor, name, refuse)
-        yield
-    finally:
-        for name, method in saved.items():
-            setattr(torch.Tensor, name, method)
 
 
 def test_observe_step_reads_nothing_on_the_host() -> None:
