@@ -18,7 +18,6 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from traiNNer.automations.base import Knobs
 from traiNNer.config.loader import read_yaml, validate
 from traiNNer.config.schema import Options
 from traiNNer.config.validation import convert
@@ -27,6 +26,7 @@ from traiNNer.data.loader import build_dataloader
 from traiNNer.models.precision import configured_precision
 from traiNNer.models.sr_model import SRModel
 from traiNNer.training.devices import select_device
+from traiNNer.training.knobs import Knobs
 from traiNNer.utils.checkpoint import load_network
 from traiNNer.utils.dist import DistInfo
 from traiNNer.utils.errors import ConfigError, UserError

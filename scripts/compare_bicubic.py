@@ -13,12 +13,12 @@ from pathlib import Path
 
 import torch
 
-from traiNNer.automations.base import Knobs
 from traiNNer.config.loader import load_options
 from traiNNer.data import build_dataset
 from traiNNer.data.loader import build_dataloader
 from traiNNer.data.resize import bicubic_upscale
 from traiNNer.models.sr_model import SRModel
+from traiNNer.training.knobs import Knobs
 from traiNNer.utils.checkpoint import load_network
 from traiNNer.utils.dist import DistInfo
 from traiNNer.utils.errors import UserError

@@ -20,9 +20,7 @@ from scripts.generate_option_docs import (
 )
 from traiNNer.automations.config import AutomationsOptions
 from traiNNer.automations.registry import BUILTIN_MODULES
-from traiNNer.config.loader import validate
-from traiNNer.config.schema import Options
-from traiNNer.config.validation import convert
+from traiNNer.config.loader import decode_options, validate
 from traiNNer.utils.registry import ARCH_REGISTRY
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -150,7 +148,7 @@ def test_yaml_examples_are_valid_options(doc: str) -> None:
     assert examples
     for block in examples:
         options = merged(BASE_OPTIONS, yaml.safe_load(block))
-        validate(convert(options, Options), for_training=True)  # raises ConfigError if not
+        validate(decode_options(options), for_training=True)  # raises ConfigError if not
 
 
 # ------------------------------------------------------------------ architectures.md

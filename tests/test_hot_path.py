@@ -14,11 +14,11 @@ import torch
 
 from tests.automations_options import ddp_automations
 from tests.conftest import base_options, write_options
-from traiNNer.automations.base import Knobs
 from traiNNer.automations.controller import AutomationController
 from traiNNer.automations.decision_log import DecisionLog
 from traiNNer.config.loader import load_options
 from traiNNer.models.sr_model import SRModel
+from traiNNer.training.knobs import Knobs
 from traiNNer.utils.dist import DistInfo
 
 SYNCING = ("item", "tolist", "__bool__", "__float__", "__int__")

@@ -10,9 +10,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from traiNNer.config.loader import load_options, read_yaml, validate
+from traiNNer.config.loader import decode_options, load_options, read_yaml, validate
 from traiNNer.config.schema import Options
-from traiNNer.config.validation import convert
 
 ROOT = Path(__file__).resolve().parents[1]
 OPTIONS = ROOT / "options"
@@ -75,7 +74,7 @@ def load_test_file(path: Path) -> Options:
         return _load_test_script().load_test_options(str(path))
     assert data.get("network_g"), f"{relative(path)}: name network_g (weights absent here)"
     data.pop("train", None)
-    return validate(convert(data, Options), for_training=False)
+    return validate(decode_options(data), for_training=False)
 
 
 def to_data(opt: Options) -> dict[str, Any]:

@@ -41,9 +41,9 @@ from bench_common import (
 )
 from torch import nn
 
-from traiNNer.automations.base import Knobs
 from traiNNer.models.precision import autocast, configured_precision
 from traiNNer.models.sr_model import SRModel
+from traiNNer.training.knobs import Knobs
 from traiNNer.utils.dist import DistInfo
 from traiNNer.utils.errors import UserError
 from traiNNer.utils.registry import ARCH_REGISTRY

@@ -50,7 +50,6 @@ from bench_common import (
 import train as trainer
 from traiNNer.automations.base import Decision, Knobs
 from traiNNer.automations.controller import AutomationController
-from traiNNer.models.precision import configured_precision
 from traiNNer.models.sr_model import SRModel
 from traiNNer.training.best_metrics import BestMetrics
 from traiNNer.utils.dist import DistInfo
@@ -211,10 +210,7 @@ class Contender:
         )
         assert opt.train is not None
         torch.manual_seed(args.seed)
-        knobs = Knobs(
-            batch_size=args.batch,
-            precision=configured_precision(opt.use_amp, opt.amp_bf16),
-        )
+        knobs = Knobs.from_options(opt)
         self.model = SRModel(opt, device, knobs, DistInfo())
         self.model.setup_training(args.seed)
         self.sink = CountingSink()
@@ -230,9 +226,9 @@ class Contender:
         self.hooks = HookTimer(clock)
         for method in ("observe_step", "on_nonfinite", "pop_actions"):
             self.hooks.wrap(self.controller, method)
-        if self.model.loss_scheduler is not None:
-            for method in ("weighted_sum", "observe", "maybe_update"):
-                self.hooks.wrap(self.model.loss_scheduler, method)
+        if self.model.learned_weights is not None:
+            for method in ("weighted_sum", "observe"):
+                self.hooks.wrap(self.model.learned_weights, method)
 
     @property
     def hook_us_per_step(self) -> float:
@@ -247,8 +243,8 @@ class Contender:
         model.update_learning_rate(iteration)
         model.optimize_parameters(self.batch, iteration + 1)
         self.iteration = iteration + 1
-        trainer.perform_actions(self.controller, model, self.best, log)
-        trainer.log_loss_weights(model, self.tb, self.iteration, log)
+        # Actions (weight restores) are the trainer's work, not the automations' overhead.
+        self.controller.pop_actions()
 
 
 def measure(

@@ -27,10 +27,9 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from traiNNer.automations.base import Precision  # noqa: E402
-from traiNNer.config.loader import validate  # noqa: E402
+from traiNNer.config.loader import decode_options, validate  # noqa: E402
 from traiNNer.config.schema import Options  # noqa: E402
-from traiNNer.config.validation import convert  # noqa: E402
+from traiNNer.training.knobs import Precision  # noqa: E402
 from traiNNer.utils.errors import UserError  # noqa: E402
 
 DEFAULT_OUT = ROOT / "docs" / "benchmarks"
@@ -175,7 +174,7 @@ def training_options(
             }
         },
     }
-    return validate(convert(data, Options), for_training=True)
+    return validate(decode_options(data), for_training=True)
 
 
 def synthetic_batch(

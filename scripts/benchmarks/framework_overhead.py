@@ -42,12 +42,12 @@ from bench_common import (
 )
 from torch import nn
 
-from traiNNer.automations.base import Knobs, Precision
 from traiNNer.automations.controller import AutomationController
 from traiNNer.automations.decision_log import DecisionLog
 from traiNNer.losses import build_loss
 from traiNNer.models.precision import AMP_DTYPES, configured_precision
 from traiNNer.models.sr_model import SRModel, build_network
+from traiNNer.training.knobs import Knobs, Precision
 from traiNNer.utils.dist import DistInfo
 from traiNNer.utils.errors import UserError
 

@@ -14,7 +14,7 @@ exceeds the larger of `start_prob` and `end_prob`.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from msgspec import Meta
 
@@ -24,11 +24,16 @@ from traiNNer.automations.base import (
     Better,
     Decision,
     Knobs,
+    MetricRead,
     TrainInfo,
     metric_value,
 )
 from traiNNer.automations.plateau import PlateauDetector
 from traiNNer.automations.registry import register_automation
+from traiNNer.utils.errors import ConfigError
+
+if TYPE_CHECKING:
+    from traiNNer.config.schema import Options
 
 OPTION = "train.automations.augmentation_scheduling"
 Schedule = Literal["linear", "cosine", "constant"]
@@ -113,6 +118,19 @@ class AugmentationSchedulingConfig(AutomationConfig):
 @register_automation
 class AugmentationScheduling(Automation):
     name: ClassVar[str] = "augmentation_scheduling"
+
+    @classmethod
+    def metric_reads(cls, config: AugmentationSchedulingConfig) -> list[MetricRead]:
+        return [MetricRead("metric", config.metric, config.better)] if config.metric else []
+
+    @classmethod
+    def check_options(cls, config: AugmentationSchedulingConfig, opt: Options) -> None:
+        if opt.train is not None and not opt.train.use_moa:
+            raise ConfigError(
+                "train.automations.augmentation_scheduling: schedules MoA, which is off; "
+                "set train.use_moa: true or disable it"
+            )
+
     config_type: ClassVar[type[AutomationConfig]] = AugmentationSchedulingConfig
 
     def __init__(self, config: AugmentationSchedulingConfig) -> None:

@@ -14,17 +14,22 @@ statistics as device tensors and read them in `on_interval`, which runs every
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Protocol
 
 import msgspec
 import torch
 from msgspec import Meta
 
+from traiNNer.training.knobs import Knobs as Knobs
+from traiNNer.training.knobs import Precision as Precision
 from traiNNer.utils.errors import UserError, did_you_mean
 
-Value = float | int | bool | str | None
-Precision = Literal["fp32", "fp16", "bf16"]
+if TYPE_CHECKING:
+    from traiNNer.config.schema import Options
+
+Value = float | int | bool | str | dict[str, Any] | None
 Better = Literal["higher", "lower"]
 
 
@@ -42,41 +47,9 @@ class AutomationConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     ] = 100
 
 
-@dataclass
-class Knobs:
-    """Every value an automation may change, read by the trainer each iteration."""
-
-    lr_multiplier: float = 1.0
-    clip_threshold: dict[str, float] = field(default_factory=dict)
-    batch_size: int = 1
-    accum_iter: int = 1
-    stop_requested: bool = False
-    val_interval: int = 1000
-    val_tiled: bool = False
-    aug_prob: float = 0.0
-    weight_decay: float = 0.0
-    precision: Precision = "fp32"
-    activation_checkpointing: bool = False
-    # Optimizer type chosen by optimizer_selection; "" keeps the configured optim_g type.
-    optimizer: str = ""
-
-    def get(self, parameter: str) -> Any:
-        name, _, key = parameter.partition(".")
-        value = getattr(self, name)
-        return value.get(key) if key else value
-
-    def set(self, parameter: str, value: Any) -> None:
-        name, _, key = parameter.partition(".")
-        if not hasattr(self, name):
-            raise KeyError(f"unknown knob '{name}'")
-        if key:
-            getattr(self, name)[key] = value
-        else:
-            setattr(self, name, value)
-
-
-# Actions are decisions whose effect is on the trainer, not a knob value.
-ACTIONS = frozenset({"restore_best_weights", "restore_last_good_state", "save_good_state"})
+# What the trainer can do when an automation asks (a decision on one of these names is
+# an action, not a knob value). An automation lists the ones it uses in `actions`.
+TRAINER_ACTIONS = frozenset({"restore_best_weights", "restore_last_good_state", "save_good_state"})
 
 
 @dataclass(frozen=True)
@@ -92,7 +65,7 @@ class Decision:
 
     @property
     def is_action(self) -> bool:
-        return self.parameter in ACTIONS
+        return self.parameter in TRAINER_ACTIONS
 
 
 @dataclass
@@ -127,13 +100,73 @@ class TrainInfo:
     device_total_memory: int | None = None
     # Whether net_g has `set_activation_checkpointing` (the precision automation may use it).
     supports_activation_checkpointing: bool = False
+    # optim_g's arguments without `type` (the optimizer race starts from them).
+    optim_g: Mapping[str, Any] = field(default_factory=dict)
+    # The option file's signed loss_weight of each enabled loss, by log name (l_g_l1).
+    loss_weights: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MetricRead:
+    """A validation metric an automation reads: checked against `val.metrics` at load."""
+
+    option: str  # the key under the automation's block that names it, e.g. "metric"
+    metric: str  # "psnr" or "<dataset>/psnr"
+    better: Better | None = None  # the direction the automation assumes, when it has one
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """What trial steps produced; identical on every DDP rank (the runner agrees them)."""
+
+    losses: list[float]  # l_g_total of each step (mean over ranks)
+    out_of_memory: bool
+
+
+class TrialSteps(Protocol):
+    """Runs real training steps from the current state and undoes them afterwards.
+
+    `batch_size`: run every step on one micro-batch of that many samples (a memory
+    probe); None: the first `steps` batches of the data stream, the same ones on
+    every call. `optimizer`: (type, kwargs) to train the trial with instead of the
+    current optimizer. Automations do not observe trial steps.
+    """
+
+    def __call__(
+        self,
+        steps: int,
+        *,
+        batch_size: int | None = None,
+        optimizer: tuple[str, dict[str, Any]] | None = None,
+    ) -> TrialOutcome: ...
 
 
 class Automation:
-    """Base class. Subclasses set `name`, `config_type` and override hooks they need."""
+    """Base class: one subclass per automation, self-contained in its own module.
+
+    Declared on the class (read by the registry, the option loader and the controller):
+    - `name`: the key under `train.automations`; `config_type`: its config struct;
+    - `actions`: the trainer actions (TRAINER_ACTIONS) its decisions may request;
+    - `oom_priority`: on an out-of-memory error remedies are asked in ascending order
+      and the first that acts wins (cheap memory savings before a smaller batch);
+    - `startup_priority`: order of the `run_startup` phases (optimizer race first);
+    - `metric_reads` / `check_options`: cross-checks against the rest of the options.
+    """
 
     name: ClassVar[str]
     config_type: ClassVar[type[AutomationConfig]]
+    actions: ClassVar[frozenset[str]] = frozenset()
+    oom_priority: ClassVar[int] = 100
+    startup_priority: ClassVar[int] = 100
+
+    @classmethod
+    def metric_reads(cls, config: Any) -> list[MetricRead]:
+        """The validation metrics this automation reads with `config` (for the loader)."""
+        return []
+
+    @classmethod
+    def check_options(cls, config: Any, opt: Options) -> None:
+        """Raise ConfigError when `config` cannot work with the rest of `opt`."""
 
     def __init__(self, config: AutomationConfig) -> None:
         self.config = config
@@ -163,6 +196,14 @@ class Automation:
         return []
 
     def on_nonfinite(self, iteration: int, knobs: Knobs) -> list[Decision]:
+        return []
+
+    def run_startup(self, trials: TrialSteps, knobs: Knobs) -> list[Decision]:
+        """Before the first iteration of a fresh run (not on resume), on every DDP rank.
+
+        Decide from real steps run through `trials`; the decisions must follow from the
+        trial outcomes alone (they are the same on every rank). Rank 0's are applied.
+        """
         return []
 
     def scalars(self) -> dict[str, float]:

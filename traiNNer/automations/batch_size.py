@@ -1,8 +1,8 @@
 """`batch_size`: largest fitting batch at start, recovery from out-of-memory, optional growth.
 
-- Start: `BatchSizeSearch` is a pure search strategy. The trainer drives it with real
-  training steps (`AutomationController.run_batch_size_search(probe)`), and the result
-  keeps a safety `margin` below the largest size that fitted.
+- Start: `BatchSizeSearch` is a pure search strategy, driven in `run_startup` with real
+  training steps from the trainer's trial runner; the result keeps a safety `margin`
+  below the largest size that fitted.
 - Training OOM (torch.OutOfMemoryError only, caught by the trainer): the failing size
   is remembered (also across resume) and the batch shrinks by `oom_backoff`; the
   trainer redoes the same iteration.
@@ -30,6 +30,7 @@ from traiNNer.automations.base import (
     Knobs,
     StepRecord,
     TrainInfo,
+    TrialSteps,
 )
 from traiNNer.automations.decision_log import LOGGER_NAME
 from traiNNer.automations.registry import register_automation
@@ -172,6 +173,9 @@ class BatchSizeSearch:
 @register_automation
 class BatchSizeAutomation(Automation):
     name = "batch_size"
+    oom_priority = 20
+    # Measures the optimizer in use, so it runs after the optimizer race.
+    startup_priority = 20
     config_type = BatchSizeConfig
 
     def __init__(self, config: BatchSizeConfig) -> None:
@@ -212,6 +216,19 @@ class BatchSizeAutomation(Automation):
             f"(tried {trials})"
         )
         return self._set_batch(knobs, size, reason)
+
+    def run_startup(self, trials: TrialSteps, knobs: Knobs) -> list[Decision]:
+        """Find the largest batch that fits with real steps (`steps_per_trial` per size)."""
+        if not self.options.search:
+            return []
+        if self.effective_batch is None:
+            self.effective_batch = knobs.batch_size * knobs.accum_iter
+        search = self.new_search(knobs.batch_size)
+        while (size := search.next_candidate()) is not None:
+            outcome = trials(self.options.steps_per_trial, batch_size=size)
+            search.report(size, not outcome.out_of_memory)
+        # Nothing fitting even at min_batch_size raises UserError: the user has to fix it.
+        return self.finish_search(search, knobs, 0)
 
     # --------------------------------------------------------------- hooks
 

@@ -3,7 +3,7 @@ hooks, applies their decisions to the `Knobs` and logs every decision.
 
 Call order expected from the trainer:
 - construct, then on resume `load_state_dict(state)`, then `on_train_start(info)`,
-  then optionally `run_batch_size_search(probe)`;
+  then on a fresh run `run_startup(trials)` (the automations' start-up phases);
 - every iteration `observe_step(record)` (runs `on_interval` where due);
 - `after_validation`, `on_oom`, `on_nonfinite` when those happen, then
   `pop_actions()` to perform trainer-side actions (restore best weights, ...);
@@ -35,9 +35,15 @@ from typing import Any, Literal, TypeVar
 
 import msgspec
 
-from traiNNer.automations.base import Automation, Decision, Knobs, StepRecord, TrainInfo
-from traiNNer.automations.batch_size import BatchSizeAutomation
-from traiNNer.automations.config import AutomationsOptions
+from traiNNer.automations.base import (
+    Automation,
+    Decision,
+    Knobs,
+    StepRecord,
+    TrainInfo,
+    TrialSteps,
+)
+from traiNNer.automations.config import enabled_automations
 from traiNNer.automations.decision_log import LOGGER_NAME, DecisionSink
 from traiNNer.automations.registry import get_automation
 from traiNNer.utils.errors import UserError
@@ -46,31 +52,26 @@ logger = logging.getLogger(LOGGER_NAME)
 
 STATE_VERSION = 1
 
-# Remedies for an out-of-memory error are tried in this order and the first one
-# that acts wins: cheaper memory savings come before a smaller batch.
-OOM_PRIORITY = ("precision", "batch_size")
-
 Proposal = tuple[str, list[Decision]]
 T = TypeVar("T")
 
 
-def build_automations(options: AutomationsOptions | None) -> list[Automation]:
-    """The enabled automations, in the order of the `train.automations` keys."""
-    if options is None:
-        return []
+def build_automations(options: Any) -> list[Automation]:
+    """The enabled automations of a decoded `train.automations`, in name order."""
     automations: list[Automation] = []
-    for field in msgspec.structs.fields(AutomationsOptions):
-        config = getattr(options, field.name)
-        if config is None or not config.enabled:
-            continue
-        entry = get_automation(field.name)
-        if not isinstance(config, entry.config_type):
+    for name, config in sorted(enabled_automations(options).items()):
+        automation_type = get_automation(name)
+        if not isinstance(config, automation_type.config_type):
             raise TypeError(
-                f"train.automations.{field.name}: config is {type(config).__name__}, "
-                f"expected {entry.config_type.__name__}"
+                f"train.automations.{name}: config is {type(config).__name__}, "
+                f"expected {automation_type.config_type.__name__}"
             )
-        automations.append(entry.automation_type(config))
+        automations.append(automation_type(config))
     return automations
+
+
+def _overrides(automation: Automation, hook: str) -> bool:
+    return getattr(type(automation), hook) is not getattr(Automation, hook)
 
 
 def _clamp(value: float | int, bounds: tuple[float, float]) -> float | int:
@@ -84,7 +85,7 @@ class AutomationController:
 
     def __init__(
         self,
-        options: AutomationsOptions | None,
+        options: Any,
         knobs: Knobs,
         sink: DecisionSink,
         *,
@@ -200,10 +201,8 @@ class AutomationController:
         """Apply the first remedy an automation offers; [] means nothing could be done
         (the trainer should then re-raise the error instead of retrying)."""
         order = sorted(
-            self.automations,
-            key=lambda a: (
-                OOM_PRIORITY.index(a.name) if a.name in OOM_PRIORITY else len(OOM_PRIORITY)
-            ),
+            (a for a in self.automations if _overrides(a, "on_oom")),
+            key=lambda a: type(a).oom_priority,
         )
         return self._dispatch(
             iteration,
@@ -218,53 +217,38 @@ class AutomationController:
             iteration, "on_nonfinite", lambda a: a.on_nonfinite(iteration, self.knobs)
         )
 
-    def apply_decisions(
-        self, iteration: int, automation: str, decisions: list[Decision]
-    ) -> list[Decision]:
-        """Apply decisions an automation made outside a hook (the optimizer race).
+    def run_startup(self, trials: TrialSteps, iteration: int = 0) -> list[Decision]:
+        """The start-up phases of a fresh run, by `startup_priority` (e.g. the optimizer
+        race, then the batch-size search).
 
-        Rank 0's decisions are applied on every rank; they do not count as adjustments.
-        The automation's scalars are logged with them (e.g. the race's results).
+        Trial steps are collective under DDP, so every rank runs every phase; the trial
+        runner makes their outcomes identical on every rank, and rank 0's decisions are
+        applied everywhere. A UserError (nothing fits) stops the run on every rank.
         """
-        proposals: list[Proposal] = [(automation, decisions)] if self.is_main else []
-        applied = self._share_and_apply(iteration, proposals, None, counts=False)
-        self._log_scalars(iteration, [a for a in self.automations if a.name == automation])
-        return applied
-
-    def run_batch_size_search(
-        self, probe: Callable[[int], bool], iteration: int = 0
-    ) -> list[Decision]:
-        """Find the largest batch size that fits with the batch_size automation's search.
-
-        `probe(batch_size)` runs real training steps at that size and returns False on
-        out-of-memory (restoring model and optimizer state is the trainer's job). Every
-        rank probes the same sizes; a size fits only if it fits on all ranks.
-        """
-        automation = self._by_name.get("batch_size")
-        if not isinstance(automation, BatchSizeAutomation) or not self.is_active("batch_size"):
-            return []
-        if not automation.options.search:
-            return []
-        search = automation.new_search(self.knobs.batch_size) if self.is_main else None
-        while True:
-            candidate = search.next_candidate() if search is not None else None
-            candidate = self._broadcast(candidate)
-            if candidate is None:
-                break
-            fits = self._all_ranks(probe(candidate))
-            if search is not None:
-                search.report(candidate, fits)
-        proposals: list[Proposal] = []
-        user_error: UserError | None = None
-        if search is not None:
-            # Nothing fitting even at min_batch_size is the user's to fix: it stops the run.
+        # Rank 0's view of which automations are active decides for every rank.
+        names = self._broadcast(
+            [
+                a.name
+                for a in sorted(self.automations, key=lambda a: type(a).startup_priority)
+                if _overrides(a, "run_startup") and self.is_active(a.name)
+            ]
+        )
+        applied: list[Decision] = []
+        for name in names:
+            automation = self._by_name[name]
+            proposals: list[Proposal] = []
+            user_error: UserError | None = None
             try:
-                proposals.append(
-                    ("batch_size", automation.finish_search(search, self.knobs, iteration))
-                )
+                decisions = automation.run_startup(trials, self.knobs)
+                if self.is_main and decisions:
+                    proposals.append((name, decisions))
             except UserError as error:
-                user_error = error
-        return self._share_and_apply(iteration, proposals, user_error, counts=False)
+                user_error = error if self.is_main else None
+            except Exception as error:
+                self._disable(iteration, automation, "run_startup", error)
+            applied += self._share_and_apply(iteration, proposals, user_error, counts=False)
+            self._log_scalars(iteration, [automation])
+        return applied
 
     # ------------------------------------------------------------------- state
 
@@ -305,6 +289,12 @@ class AutomationController:
             if entry["automation"] in self._by_name:
                 self.knobs.set(parameter, entry["value"])
                 self._changed_by[parameter] = entry["automation"]
+            elif self.is_main:
+                logger.info(
+                    "[%s] is not enabled in this run: %s returns to the option file's value",
+                    entry["automation"],
+                    parameter,
+                )
 
     # ---------------------------------------------------------------- internals
 
@@ -391,6 +381,20 @@ class AutomationController:
         for decision in decisions:
             decision = replace(decision, automation=name)
             if decision.is_action:
+                if decision.parameter not in type(self._by_name[name]).actions:
+                    self._log(
+                        iteration,
+                        Decision(
+                            name,
+                            "enabled",
+                            True,
+                            False,
+                            f"refused action {decision.parameter}: not in its declared actions",
+                        ),
+                        logging.WARNING,
+                    )
+                    self._disabled.add(name)
+                    return applied
                 self._actions.append(decision)
                 self._log(iteration, decision)
                 applied.append(decision)

@@ -14,7 +14,13 @@ from typing import Annotated, Any, Literal
 
 from msgspec import Meta
 
-from traiNNer.automations.base import Automation, AutomationConfig, Decision, Knobs
+from traiNNer.automations.base import (
+    Automation,
+    AutomationConfig,
+    Decision,
+    Knobs,
+    MetricRead,
+)
 from traiNNer.automations.registry import register_automation
 
 
@@ -54,6 +60,12 @@ class EarlyStoppingConfig(AutomationConfig):
 @register_automation
 class EarlyStopping(Automation):
     name = "early_stopping"
+    actions = frozenset({"restore_best_weights"})
+
+    @classmethod
+    def metric_reads(cls, config: EarlyStoppingConfig) -> list[MetricRead]:
+        return [MetricRead("metric", config.metric, config.better)]
+
     config_type = EarlyStoppingConfig
 
     def __init__(self, config: EarlyStoppingConfig) -> None:

@@ -35,6 +35,7 @@ from traiNNer.automations.base import (
     AutomationConfig,
     Decision,
     Knobs,
+    MetricRead,
     StepRecord,
     TrainInfo,
 )
@@ -226,6 +227,14 @@ class SmoothedLoss:
 @register_automation
 class LRScheduling(Automation):
     name = "lr_scheduling"
+    actions = frozenset({"restore_best_weights"})
+
+    @classmethod
+    def metric_reads(cls, config: LRSchedulingConfig) -> list[MetricRead]:
+        if config.metric is None:
+            return []
+        return [MetricRead("metric", config.metric, config.metric_better)]
+
     config_type = LRSchedulingConfig
 
     def __init__(self, config: LRSchedulingConfig) -> None:

@@ -33,6 +33,7 @@ from traiNNer.automations.base import (
     Better,
     Decision,
     Knobs,
+    MetricRead,
     metric_value,
 )
 from traiNNer.automations.plateau import PlateauDetector
@@ -101,6 +102,11 @@ def running_scale(values: list[float], window: int) -> float:
 @register_automation
 class MultiMetricLR(Automation):
     name: ClassVar[str] = "multi_metric_lr"
+
+    @classmethod
+    def metric_reads(cls, config: MultiMetricLRConfig) -> list[MetricRead]:
+        return [MetricRead(f"metrics.{m}", m, term.better) for m, term in config.metrics.items()]
+
     config_type: ClassVar[type[AutomationConfig]] = MultiMetricLRConfig
 
     def __init__(self, config: MultiMetricLRConfig) -> None:

@@ -1,17 +1,17 @@
 """`optimizer_selection`: a short race of candidate optimizers before training.
 
-The trainer owns the model, so the race here is pure: `OptimizerSelection.select`
-calls `run_trial(name)` once per candidate; the trainer runs `trial_iterations`
-training steps with that optimizer from the same initial weights on the same batches,
-returns the losses, and restores the initial weights afterwards. (A trainer that runs
-the trials itself, e.g. on every DDP rank, passes the losses to `choose` instead.)
+The race is the automation's start-up phase (`run_startup`): for each candidate the
+trainer's trial runner runs `trial_iterations` training steps with that optimizer from
+the same initial weights on the same batches, returns the losses, and restores the
+initial state afterwards.
 The candidate with the lowest smoothed loss wins; candidates within `tie_tolerance`
 of it count as tied and the configured `default` wins a tie it is part of. A
 candidate whose losses are not all finite (or that ran out of memory) is out of the
 race; if all are out, `default` is used.
 
-The choice goes into `Knobs.optimizer` and into the automation state, so a resumed
-run keeps it without racing again; no hook ever changes it during training.
+The choice goes into `Knobs.optimizer` / `Knobs.optimizer_kwargs` and into the
+automation state, so a resumed run keeps it without racing again; no hook ever changes
+it during training.
 """
 
 from __future__ import annotations
@@ -20,14 +20,25 @@ import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import msgspec
-import torch
 from msgspec import Meta
 
-from traiNNer.automations.base import Automation, AutomationConfig, Decision, Knobs, TrainInfo
+from traiNNer.automations.base import (
+    Automation,
+    AutomationConfig,
+    Decision,
+    Knobs,
+    TrainInfo,
+    TrialOutcome,
+    TrialSteps,
+)
 from traiNNer.automations.registry import register_automation
+from traiNNer.training.knobs import configured_weight_decay
+
+if TYPE_CHECKING:
+    from traiNNer.config.schema import Options
 
 logger = logging.getLogger("traiNNer.automations")
 
@@ -200,15 +211,14 @@ class OptimizerRace:
             rows.append(TrialResult(name, len(losses), final, scores[name], status))
         return RaceOutcome(winner, rows, reason)
 
-    def run(self, run_trial: Callable[[str], Sequence[float]]) -> RaceOutcome:
+    def run(self, run_trial: Callable[[str], TrialOutcome]) -> RaceOutcome:
         losses: dict[str, Sequence[float]] = {}
         for name in self.cfg.candidates:
-            try:
-                losses[name] = [float(x) for x in run_trial(name)]
-            except torch.OutOfMemoryError:
+            outcome = run_trial(name)
+            if outcome.out_of_memory:
                 # A candidate that needs more memory than the device has cannot win.
                 logger.warning("optimizer race: %s ran out of memory; it is out", name)
-                losses[name] = []
+            losses[name] = [] if outcome.out_of_memory else outcome.losses
         return self.judge(losses)
 
 
@@ -216,63 +226,69 @@ class OptimizerRace:
 class OptimizerSelection(Automation):
     name: ClassVar[str] = "optimizer_selection"
     config_type: ClassVar[type[AutomationConfig]] = OptimizerSelectionConfig
+    # The race runs before the batch-size search, which then measures the winner.
+    startup_priority = 10
 
     def __init__(self, config: OptimizerSelectionConfig) -> None:
         super().__init__(config)
         self.cfg = config
         self.chosen: str | None = None
         self.rows: list[TrialResult] = []
+        self.optim_g: dict[str, Any] = {}
+
+    @classmethod
+    def check_options(cls, config: OptimizerSelectionConfig, opt: Options) -> None:
+        """Every candidate exists and accepts optim_g's arguments (with its overrides)."""
+        from traiNNer.config.validation import check_kwargs
+        from traiNNer.utils.registry import OPTIMIZER_REGISTRY
+
+        assert opt.train is not None
+        path = f"train.automations.{cls.name}"
+        for name in config.candidates:
+            optimizer = OPTIMIZER_REGISTRY.get(name, f"{path}.candidates")
+            kwargs = candidate_kwargs(config, name, opt.train.optim_g)
+            check_kwargs(optimizer, kwargs, f"{path}.candidate_kwargs.{name}", ("params",))
 
     @property
     def interval(self) -> int:
         # Decisions happen only before training; the interval only publishes `scalars()`.
         return SCALARS_INTERVAL
 
-    @property
-    def needs_race(self) -> bool:
-        """True until a race has chosen an optimizer (False after resuming one that had)."""
-        return self.chosen is None
+    def on_train_start(self, info: TrainInfo, knobs: Knobs) -> list[Decision]:
+        self.optim_g = dict(info.optim_g)
+        return self._keep_choice(knobs) if self.chosen is not None else []
 
-    @property
-    def candidates(self) -> list[str]:
-        """Race order: every DDP rank runs the trials in this order."""
-        return list(self.cfg.candidates)
-
-    def kwargs_for(self, name: str, optim_kwargs: dict[str, Any]) -> dict[str, Any]:
-        """optim_g's arguments (without `type`) overridden by `candidate_kwargs[name]`."""
-        merged = {k: v for k, v in optim_kwargs.items() if k != "type"}
-        merged.update(BUILTIN_CANDIDATE_KWARGS.get(name.lower(), {}))
-        merged.update(self.cfg.candidate_kwargs.get(name.lower(), {}))
-        return merged
-
-    def select(self, run_trial: Callable[[str], Sequence[float]], knobs: Knobs) -> list[Decision]:
-        """Race once; afterwards (or after a resume) only re-asserts the stored choice."""
+    def run_startup(self, trials: TrialSteps, knobs: Knobs) -> list[Decision]:
+        """Race the candidates from the same weights on the same batches; once per run."""
         if self.chosen is not None:
             return self._keep_choice(knobs)
-        return self._record(OptimizerRace(self.cfg).run(run_trial), knobs)
-
-    def choose(self, losses_by_name: Mapping[str, Sequence[float]], knobs: Knobs) -> list[Decision]:
-        """Like `select`, for a trainer that ran the trials itself."""
-        if self.chosen is not None:
-            return self._keep_choice(knobs)
-        return self._record(OptimizerRace(self.cfg).judge(losses_by_name), knobs)
-
-    def _record(self, outcome: RaceOutcome, knobs: Knobs) -> list[Decision]:
+        race = OptimizerRace(self.cfg)
+        outcome = race.run(
+            lambda name: trials(
+                self.cfg.trial_iterations,
+                optimizer=(name, candidate_kwargs(self.cfg, name, self.optim_g)),
+            )
+        )
         self.chosen = outcome.winner
         self.rows = outcome.rows
         logger.info("optimizer race (%s smoothing):\n%s", self.cfg.smoothing, outcome.table())
-        return self.decide(knobs, "optimizer", outcome.winner, outcome.reason)
+        return self._choice_decisions(knobs, outcome.reason)
 
     def table(self) -> str:
         return format_table(self.rows)
 
-    def on_train_start(self, info: TrainInfo, knobs: Knobs) -> list[Decision]:
-        return self._keep_choice(knobs) if self.chosen is not None else []
-
     def _keep_choice(self, knobs: Knobs) -> list[Decision]:
+        return self._choice_decisions(knobs, "resume: keep the optimizer chosen by the race")
+
+    def _choice_decisions(self, knobs: Knobs, reason: str) -> list[Decision]:
         assert self.chosen is not None
-        return self.decide(
-            knobs, "optimizer", self.chosen, "resume: keep the optimizer chosen by the race"
+        # The arguments first: the model rebuilds the optimizer when the type changes.
+        kwargs = candidate_kwargs(self.cfg, self.chosen, self.optim_g)
+        weight_decay = configured_weight_decay({"type": self.chosen, **kwargs})
+        return (
+            self.decide(knobs, "optimizer_kwargs", kwargs, reason)
+            + self.decide(knobs, "weight_decay", weight_decay, f"{self.chosen}'s; {reason}")
+            + self.decide(knobs, "optimizer", self.chosen, reason)
         )
 
     def scalars(self) -> dict[str, float]:
@@ -288,3 +304,13 @@ class OptimizerSelection(Automation):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.chosen = state["chosen"]
         self.rows = [TrialResult(**row) for row in state["rows"]]
+
+
+def candidate_kwargs(
+    config: OptimizerSelectionConfig, name: str, optim_g: Mapping[str, Any]
+) -> dict[str, Any]:
+    """optim_g's arguments (without `type`) overridden by `candidate_kwargs[name]`."""
+    merged = {k: v for k, v in optim_g.items() if k != "type"}
+    merged.update(BUILTIN_CANDIDATE_KWARGS.get(name.lower(), {}))
+    merged.update(config.candidate_kwargs.get(name.lower(), {}))
+    return merged

@@ -1,20 +1,18 @@
-"""Automation name -> (config class, automation class).
+"""Automation name -> automation class, one `Registry` like every other kind.
 
-How an automation module registers itself: subclass `Automation`, set the class
-attributes `name` (the key under `train.automations`, e.g. "precision") and
-`config_type` (its `AutomationConfig` subclass), and decorate the class:
-
-    from traiNNer.automations.registry import register_automation
+An automation is one module in this package (or anywhere, e.g. a test or a plugin):
+subclass `Automation`, declare `name` and `config_type` (and, when used, `actions`,
+`oom_priority`, `startup_priority`, `metric_reads`, `check_options`) and decorate:
 
     @register_automation
     class Precision(Automation):
         name = "precision"
         config_type = PrecisionConfig
 
-The controller asks `get_automation(name)`, which imports the module of that name
-from `BUILTIN_MODULES` (`load_builtin_automations()` imports them all); importing a
-module runs its decorators. A module that holds only a config class registers
-nothing, so enabling that automation is reported as unavailable.
+Nothing else is edited: `train.automations.<name>` is then accepted and checked by
+the option loader, built by the controller, saved and resumed under its name.
+`load_builtin_automations()` imports every module of this package, which runs their
+decorators.
 
 DDP note for authors: `Automation.interval` must depend on the config only (not on
 state that changes during training), because every rank derives from it when a
@@ -24,71 +22,64 @@ broadcast of rank 0's decisions takes place.
 from __future__ import annotations
 
 import importlib
-from typing import NamedTuple, TypeVar
+import pkgutil
+from typing import TypeVar
 
-from traiNNer.automations.base import Automation, AutomationConfig
-from traiNNer.utils.errors import ConfigError
+from traiNNer.automations.base import TRAINER_ACTIONS, Automation, AutomationConfig
+from traiNNer.utils.registry import Registry
 
-# Modules under traiNNer.automations that define the built-in automations.
-BUILTIN_MODULES = (
-    "lr_scheduling",
-    "batch_size",
-    "adaptive_gradient_clipping",
-    "early_stopping",
-    "precision",
-    "validation_frequency",
-    "augmentation_scheduling",
-    "optimizer_selection",
-    "regularization_scheduling",
-    "multi_metric_lr",
-)
-
-
-class AutomationEntry(NamedTuple):
-    config_type: type[AutomationConfig]
-    automation_type: type[Automation]
-
-
-_ENTRIES: dict[str, AutomationEntry] = {}
+AUTOMATION_REGISTRY: Registry[type[Automation]] = Registry("automation")
+# The framework's own modules in this package (they define no automation and import
+# the registry themselves); every other module is an automation or a helper of one.
+FRAMEWORK_MODULES = frozenset({"base", "config", "controller", "decision_log", "registry"})
 
 A = TypeVar("A", bound=type[Automation])
 
 
 def register_automation(automation_type: A) -> A:
     """Class decorator: make `automation_type` available under its `name`."""
-    name = automation_type.name
-    existing = _ENTRIES.get(name)
-    # Re-importing the same module (e.g. importlib.reload) replaces its entry; two
-    # different classes claiming one name is a programming error.
-    if existing is not None and (
-        existing.automation_type.__qualname__ != automation_type.__qualname__
-    ):
-        raise KeyError(f"automation '{name}' is registered twice")
-    _ENTRIES[name] = AutomationEntry(automation_type.config_type, automation_type)
+    name = getattr(automation_type, "name", None)
+    config_type = getattr(automation_type, "config_type", None)
+    if not isinstance(name, str) or not name.isidentifier() or name != name.lower():
+        raise TypeError(f"{automation_type.__qualname__}.name must be a lowercase identifier")
+    if not (isinstance(config_type, type) and issubclass(config_type, AutomationConfig)):
+        raise TypeError(f"{automation_type.__qualname__}.config_type must be an AutomationConfig")
+    unknown = automation_type.actions - TRAINER_ACTIONS
+    if unknown:
+        raise TypeError(
+            f"{automation_type.__qualname__}.actions: the trainer has no action "
+            f"{', '.join(sorted(unknown))} (it has: {', '.join(sorted(TRAINER_ACTIONS))})"
+        )
+    existing = AUTOMATION_REGISTRY.find(name)
+    same_class = existing is not None and (
+        (existing.__module__, existing.__qualname__)
+        == (automation_type.__module__, automation_type.__qualname__)
+    )
+    # Re-importing the same module (importlib.reload) replaces its entry; two different
+    # classes claiming one name is a programming error and raises in `add`.
+    AUTOMATION_REGISTRY.add(name, automation_type, replace=same_class)
     return automation_type
 
 
 def load_builtin_automations() -> None:
-    """Import the built-in automation modules so that their decorators run."""
-    for module in BUILTIN_MODULES:
-        importlib.import_module(f"traiNNer.automations.{module}")
+    """Import every module of this package so that their decorators run."""
+    package = importlib.import_module("traiNNer.automations")
+    for module in pkgutil.iter_modules(package.__path__):
+        if not module.name.startswith("_") and module.name not in FRAMEWORK_MODULES:
+            importlib.import_module(f"traiNNer.automations.{module.name}")
 
 
-def get_automation(name: str) -> AutomationEntry:
-    """The entry registered under `name`; ConfigError naming the option when missing.
+def get_automation(name: str) -> type[Automation]:
+    """The class registered under `name`; ConfigError naming the option when missing."""
+    load_builtin_automations()
+    return AUTOMATION_REGISTRY.get(name, f"train.automations.{name}")
 
-    Only the module of the requested built-in automation is imported.
-    """
-    if name not in _ENTRIES and name in BUILTIN_MODULES:
-        importlib.import_module(f"traiNNer.automations.{name}")
-    entry = _ENTRIES.get(name)
-    if entry is None:
-        raise ConfigError(
-            f"train.automations.{name}: this automation is not available "
-            f"(available: {', '.join(registered_names()) or 'none'})"
-        )
-    return entry
+
+def registered_automations() -> dict[str, type[Automation]]:
+    """Every registered automation by name, sorted by name (the order they run in)."""
+    load_builtin_automations()
+    return {name: AUTOMATION_REGISTRY.get(name) for name in AUTOMATION_REGISTRY.names()}
 
 
 def registered_names() -> list[str]:
-    return sorted(_ENTRIES)
+    return list(registered_automations())

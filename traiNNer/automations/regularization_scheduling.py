@@ -27,6 +27,7 @@ from traiNNer.automations.base import (
     Better,
     Decision,
     Knobs,
+    MetricRead,
     StepRecord,
     TrainInfo,
     metric_value,
@@ -96,6 +97,13 @@ class RegularizationSchedulingConfig(AutomationConfig):
 @register_automation
 class RegularizationScheduling(Automation):
     name: ClassVar[str] = "regularization_scheduling"
+
+    @classmethod
+    def metric_reads(cls, config: RegularizationSchedulingConfig) -> list[MetricRead]:
+        if config.overfit_metric is None:
+            return []
+        return [MetricRead("overfit_metric", config.overfit_metric, config.better)]
+
     config_type: ClassVar[type[AutomationConfig]] = RegularizationSchedulingConfig
 
     def __init__(self, config: RegularizationSchedulingConfig) -> None:

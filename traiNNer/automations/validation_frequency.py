@@ -27,6 +27,7 @@ from traiNNer.automations.base import (
     Better,
     Decision,
     Knobs,
+    MetricRead,
     TrainInfo,
     metric_value,
 )
@@ -105,6 +106,11 @@ def improvement_rate(history: list[tuple[int, float]], better: Better) -> float:
 @register_automation
 class ValidationFrequency(Automation):
     name: ClassVar[str] = "validation_frequency"
+
+    @classmethod
+    def metric_reads(cls, config: ValidationFrequencyConfig) -> list[MetricRead]:
+        return [MetricRead("metric", config.metric, config.better)] if config.metric else []
+
     config_type: ClassVar[type[AutomationConfig]] = ValidationFrequencyConfig
 
     def __init__(self, config: ValidationFrequencyConfig) -> None:

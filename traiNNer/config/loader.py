@@ -7,9 +7,9 @@ from typing import Any
 
 import yaml
 
-from traiNNer.automations.config import AutomationsOptions
-from traiNNer.automations.optimizer_selection import OptimizerSelection
-from traiNNer.config.schema import Options, TrainOptions
+from traiNNer.automations.config import automations_options_type, enabled_automations
+from traiNNer.automations.registry import get_automation
+from traiNNer.config.schema import Options
 from traiNNer.config.validation import check_kwargs, convert
 from traiNNer.data.moa import validate_moa
 from traiNNer.utils.errors import ConfigError
@@ -102,45 +102,30 @@ def _check_train(opt: Options) -> None:
         train.scheduler = {"type": type_name, **check_kwargs(schedule, kwargs, "train.scheduler")}
 
     validate_moa(train.moa_augs, train.moa_probs)
-    _check_automations(train)
+    _check_automations(opt)
 
 
-def _metric_references(automations: AutomationsOptions) -> list[tuple[str, str]]:
-    """(YAML path, metric name) of every validation metric an enabled automation reads."""
-    refs: list[tuple[str, str | None]] = []
-    prefix = "train.automations"
-    for name in (
-        "lr_scheduling",
-        "early_stopping",
-        "validation_frequency",
-        "augmentation_scheduling",
-    ):
-        block = getattr(automations, name)
-        if block is not None and block.enabled:
-            refs.append((f"{prefix}.{name}.metric", block.metric))
-    regularization = automations.regularization_scheduling
-    if regularization is not None and regularization.enabled:
-        refs.append(
-            (f"{prefix}.regularization_scheduling.overfit_metric", regularization.overfit_metric)
-        )
-    multi = automations.multi_metric_lr
-    if multi is not None and multi.enabled:
-        refs += [(f"{prefix}.multi_metric_lr.metrics.{m}", m) for m in multi.metrics]
-    return [(path, metric) for path, metric in refs if metric is not None]
+def _metric_references(opt: Options) -> list[tuple[str, str, str | None]]:
+    """(YAML path, metric name, assumed direction) of every metric an automation reads."""
+    assert opt.train is not None
+    refs: list[tuple[str, str, str | None]] = []
+    for name, config in enabled_automations(opt.train.automations).items():
+        for read in get_automation(name).metric_reads(config):
+            refs.append((f"train.automations.{name}.{read.option}", read.metric, read.better))
+    return refs
 
 
 def _check_metric_references(opt: Options) -> None:
     """Automations (and ReduceLROnPlateau) that read a validation metric need it configured."""
     if opt.train is None:
         return
-    refs: list[tuple[str, str]] = []
+    refs: list[tuple[str, str, str | None]] = []
     scheduler = opt.train.scheduler
     if scheduler is not None and scheduler["type"].lower() == "reducelronplateau":
         first = next(iter(opt.val.metrics), None) if opt.val is not None else None
         monitor = scheduler.get("monitor") or first
-        refs.append(("train.scheduler.monitor", monitor or "<none>"))
-    if opt.train.automations is not None:
-        refs += _metric_references(opt.train.automations)
+        refs.append(("train.scheduler.monitor", monitor or "<none>", None))
+    refs += _metric_references(opt)
     if not refs:
         return
     names = set(opt.val.metrics) if opt.val is not None and opt.val.val_enabled else set()
@@ -148,33 +133,26 @@ def _check_metric_references(opt: Options) -> None:
     for key, dataset in opt.datasets.items():
         if key != "train":
             available |= {f"{dataset.name or key}/{metric}" for metric in names}
-    for path, metric in refs:
+    for path, metric, better in refs:
         if metric not in available:
             accepted = ", ".join(sorted(m for m in available if "/" not in m)) or "none configured"
             raise ConfigError(
                 f"{path}: '{metric}' is not a validation metric (val.metrics: {accepted})"
             )
+        assert opt.val is not None
+        declared = opt.val.metrics[metric.rpartition("/")[2]].better
+        if better is not None and declared is not None and better != declared:
+            raise ConfigError(
+                f"{path}: the automation treats '{metric}' as {better}-is-better, but "
+                f"val.metrics says {declared}; set its direction (better) to {declared}"
+            )
 
 
-def _check_automations(train: TrainOptions) -> None:
-    """Cross-checks between automation blocks and the rest of the options."""
-    automations = train.automations
-    if automations is None:
-        return
-    augmentation = automations.augmentation_scheduling
-    if augmentation is not None and augmentation.enabled and not train.use_moa:
-        raise ConfigError(
-            "train.automations.augmentation_scheduling: schedules MoA, which is off; "
-            "set train.use_moa: true or disable it"
-        )
-    selection = automations.optimizer_selection
-    if selection is not None and selection.enabled:
-        path = "train.automations.optimizer_selection"
-        race = OptimizerSelection(selection)
-        for name in selection.candidates:
-            optimizer = OPTIMIZER_REGISTRY.get(name, f"{path}.candidates")
-            kwargs = race.kwargs_for(name, train.optim_g)
-            check_kwargs(optimizer, kwargs, f"{path}.candidate_kwargs.{name}", ("params",))
+def _check_automations(opt: Options) -> None:
+    """Each enabled automation's own cross-checks against the rest of the options."""
+    assert opt.train is not None
+    for name, config in enabled_automations(opt.train.automations).items():
+        get_automation(name).check_options(config, opt)
 
 
 def _check_datasets(opt: Options, for_training: bool) -> None:
@@ -212,8 +190,44 @@ def validate(opt: Options, for_training: bool) -> Options:
     return opt
 
 
+# traiNNer-auto's earlier home of the loss-weighting block, still accepted.
+LEGACY_LOSS_WEIGHTING = "dynamic_loss_scheduling"
+
+
+def _decode_automations(train_data: Any, opt: Options) -> None:
+    """`train.automations` against every registered automation (plugins included), and
+    `train.dynamic_loss_scheduling` as the block of the automation of that name."""
+    if opt.train is None or not isinstance(train_data, dict):
+        return
+    struct = automations_options_type()
+    raw = train_data.get("automations")
+    automations = convert(raw if raw is not None else {}, struct, prefix="train.automations")
+    legacy = train_data.get(LEGACY_LOSS_WEIGHTING)
+    if legacy is not None:
+        if getattr(automations, LEGACY_LOSS_WEIGHTING) is not None:
+            raise ConfigError(
+                f"train.{LEGACY_LOSS_WEIGHTING}: also given as "
+                f"train.automations.{LEGACY_LOSS_WEIGHTING}; keep one of them"
+            )
+        config_type = get_automation(LEGACY_LOSS_WEIGHTING).config_type
+        block = convert(legacy, config_type, prefix=f"train.{LEGACY_LOSS_WEIGHTING}")
+        setattr(automations, LEGACY_LOSS_WEIGHTING, block)
+    opt.train.automations = automations
+    opt.train.dynamic_loss_scheduling = None  # one home from here on
+
+
+def decode_options(data: dict[str, Any]) -> Options:
+    """Strictly decode plain option data (no cross-checks: see `validate`)."""
+    train_data = data.get("train")
+    if isinstance(train_data, dict):
+        # Decoded against the registry as it is now (plugins included), not at import.
+        moved = ("automations", LEGACY_LOSS_WEIGHTING)
+        data = {**data, "train": {k: v for k, v in train_data.items() if k not in moved}}
+    opt = convert(data, Options)
+    _decode_automations(train_data, opt)
+    return opt
+
+
 def load_options(path: str | Path, for_training: bool = True) -> Options:
     """Decode and fully validate an option file; raises ConfigError (exit code 2)."""
-    data = read_yaml(path)
-    opt = convert(data, Options)
-    return validate(opt, for_training)
+    return validate(decode_options(read_yaml(path)), for_training)

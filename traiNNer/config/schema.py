@@ -13,7 +13,7 @@ import msgspec
 from msgspec import Meta
 
 from traiNNer.automations.config import AutomationsOptions
-from traiNNer.losses.dynamic_loss_scheduling import DynamicLossSchedulingOptions
+from traiNNer.automations.dynamic_loss_scheduling import DynamicLossSchedulingConfig
 
 PositiveInt = Annotated[int, Meta(ge=1)]
 NonNegativeInt = Annotated[int, Meta(ge=0)]
@@ -99,7 +99,8 @@ class TrainOptions(StrictStruct):
     )
     moa_debug: bool = False
     automations: AutomationsOptions | None = None
-    dynamic_loss_scheduling: DynamicLossSchedulingOptions | None = None
+    # Accepted here as before; the loader moves it to automations.dynamic_loss_scheduling.
+    dynamic_loss_scheduling: DynamicLossSchedulingConfig | None = None
 
 
 class MetricOptions(StrictStruct):

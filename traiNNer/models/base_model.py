@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import copy
+import logging
 import math
 import time
 from collections.abc import Iterator
@@ -12,14 +14,17 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from traiNNer.automations.base import Knobs, Precision, StepRecord
+from traiNNer.automations.base import StepRecord
 from traiNNer.config.schema import Options, TrainOptions
 from traiNNer.models.ema import EMA
 from traiNNer.models.precision import autocast, make_scaler
 from traiNNer.optimizers import build_optimizer, is_schedule_free
 from traiNNer.schedulers import Schedule, build_schedule, warmup_factor
+from traiNNer.training.knobs import Knobs, Precision
 from traiNNer.utils.dist import DistInfo
 from traiNNer.utils.errors import UserError
+
+logger = logging.getLogger(__name__)
 
 
 class StepObserver(Protocol):
@@ -60,7 +65,10 @@ class BaseModel:
         self._extra_param_groups: list[dict[str, Any]] = []
         self.nonfinite_streak = 0
         self.nonfinite_total = 0
-        self._applied_weight_decay: float | None = None
+        # The weight-decay knob value last pushed into the optimizer (None: push now).
+        self._applied_weight_decay: float | None = knobs.weight_decay
+        # A trial step's optimizer (the optimizer race), which the knobs must not undo.
+        self._trial_optimizer: tuple[str, dict[str, Any]] | None = None
         self._last_step_end: float | None = None
         self._loss_sums: dict[str, torch.Tensor] = {}
         self._grad_norm_sum: torch.Tensor | None = None
@@ -83,10 +91,8 @@ class BaseModel:
 
     def setup_optimization(self, extra_param_groups: list[dict[str, Any]] | None = None) -> None:
         train = self.train_opt
-        optim = dict(train.optim_g)
-        type_name = optim.pop("type")
         self._extra_param_groups = extra_param_groups or []
-        self.replace_optimizer(type_name, optim)
+        self.replace_optimizer(*self._wanted_optimizer())
         if train.ema_decay > 0:
             self.ema = EMA(self.bare_net_g, train.ema_decay, train.ema_update_after_step)
 
@@ -101,9 +107,20 @@ class BaseModel:
         scheduler = dict(train.scheduler or {})
         sched_type = scheduler.pop("type", None)
         self.schedule = build_schedule(sched_type, scheduler, train.total_iter, self.base_lrs[0])
-        # The weight-decay knob starts from what this optimizer was built with.
-        self.knobs.weight_decay = float(self.optimizer.param_groups[0].get("weight_decay", 0.0))
-        self._applied_weight_decay = self.knobs.weight_decay
+
+    def _wanted_optimizer(self) -> tuple[str, dict[str, Any]]:
+        """(type, kwargs): a trial's, else the one optimizer_selection chose, else optim_g."""
+        if self._trial_optimizer is not None:
+            return self._trial_optimizer
+        if self.knobs.optimizer:
+            return self.knobs.optimizer, dict(self.knobs.optimizer_kwargs)
+        kwargs = dict(self.train_opt.optim_g)
+        return kwargs.pop("type"), kwargs
+
+    def use_trial_optimizer(self, optimizer: tuple[str, dict[str, Any]] | None) -> None:
+        """Train with `optimizer` until called with None (trial steps only)."""
+        self._trial_optimizer = optimizer
+        self.apply_knobs()
 
     # ------------------------------------------------------------ knobs -> state
     def set_precision(self, precision: Precision) -> None:
@@ -114,11 +131,15 @@ class BaseModel:
 
     def apply_knobs(self) -> None:
         """Push knob values the automations may have changed into the training objects."""
+        type_name, kwargs = self._wanted_optimizer()
+        if self.optimizer is not None and type_name.lower() != self.optimizer_type:
+            self.replace_optimizer(type_name, kwargs)
         if self.knobs.precision != self.precision:
             self.set_precision(self.knobs.precision)
         setter = getattr(self.bare_net_g, "set_activation_checkpointing", None)
         if setter is not None:
             setter(self.knobs.activation_checkpointing)
+        # Only a change of the knob is pushed: a new optimizer keeps its own weight decay.
         if self.optimizer is not None and self.knobs.weight_decay != self._applied_weight_decay:
             for group in self.optimizer.param_groups:
                 if group.get("weight_decay", 0.0) > 0 or group is self.optimizer.param_groups[0]:
@@ -154,24 +175,33 @@ class BaseModel:
     def after_step(self, iteration: int, losses: dict[str, torch.Tensor]) -> None:
         """Hook for subclasses (e.g. the dynamic loss scheduler's statistics)."""
 
-    def split_batch(self, batch: dict[str, Any]) -> Iterator[dict[str, torch.Tensor]]:
-        """Micro-batches of `knobs.batch_size` samples, `knobs.accum_iter` of them at most."""
+    def split_batch(
+        self, batch: dict[str, Any], micro_batch: int | None = None
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """Micro-batches of `knobs.batch_size` samples, `knobs.accum_iter` of them at most
+        (or of `micro_batch` samples, as many as the batch holds)."""
         total = batch["lq"].shape[0]
-        size = max(1, min(self.knobs.batch_size, total))
-        count = min(self.knobs.accum_iter, math.ceil(total / size))
+        if micro_batch is not None:
+            size, count = max(1, min(micro_batch, total)), math.ceil(total / max(1, micro_batch))
+        else:
+            size = max(1, min(self.knobs.batch_size, total))
+            count = min(self.knobs.accum_iter, math.ceil(total / size))
         for i in range(count):
             yield {
                 key: batch[key][i * size : (i + 1) * size].to(self.device, non_blocking=True)
                 for key in ("lq", "gt")
             }
 
-    def optimize_parameters(self, batch: dict[str, Any], iteration: int) -> StepRecord:
-        """One optimizer step over the batch (split for gradient accumulation)."""
-        assert self.optimizer is not None
+    def optimize_parameters(
+        self, batch: dict[str, Any], iteration: int, micro_batch: int | None = None
+    ) -> StepRecord:
+        """One optimizer step over the batch (split for gradient accumulation; trial steps
+        give `micro_batch` to step at a size the knobs do not hold)."""
         self.apply_knobs()
+        assert self.optimizer is not None
         net = self.net_g
         net.train()
-        chunks = list(self.split_batch(self.prepare_batch(batch)))
+        chunks = list(self.split_batch(self.prepare_batch(batch), micro_batch))
         samples = sum(chunk["lq"].shape[0] for chunk in chunks)
         loss_sums: dict[str, torch.Tensor] = {}
         total_sum = torch.zeros((), device=self.device)
@@ -281,6 +311,56 @@ class BaseModel:
                 f"(train.max_nonfinite_steps: {limit}); lower the learning rate, enable "
                 "grad_clip, or use amp_bf16 instead of fp16"
             )
+
+    # ------------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a step changes: the one snapshot behind checkpoints, trial steps
+        and the precision automation's good state. Knob values are not in it (the
+        controller saves those)."""
+        assert self.optimizer is not None
+        return {
+            "net_g": self.bare_net_g.state_dict(),
+            "net_g_ema": self.ema.state_dict() if self.ema is not None else None,
+            "optimizer_type": self.optimizer_type,
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "nonfinite": [self.nonfinite_streak, self.nonfinite_total],
+        }
+
+    def load_state_dict(self, state: dict[str, Any], *, keep_counters: bool = False) -> None:
+        """Restore `state_dict()` under the current knobs (precision, optimizer type).
+
+        An optimizer state saved for another optimizer type than the one the knobs now
+        ask for (optimizer_selection switched off before resuming) is not loaded: that
+        optimizer starts fresh. `keep_counters` keeps the non-finite step counters.
+        """
+        self.apply_knobs()
+        assert self.optimizer is not None
+        self.bare_net_g.load_state_dict(state["net_g"])
+        if self.ema is not None and state["net_g_ema"] is not None:
+            self.ema.load_state_dict(state["net_g_ema"])
+        if state["optimizer_type"] == self.optimizer_type:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self._applied_weight_decay = None  # param groups now hold the saved value
+        else:
+            logger.warning(
+                "the optimizer state was saved for %s; %s starts with a fresh state",
+                state["optimizer_type"],
+                self.optimizer_type,
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.schedule.load_state_dict(state["schedule"])
+        # A scaler saved under another precision (bf16/fp32 save an empty state) is skipped.
+        if self.scaler.is_enabled() and state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        if not keep_counters:
+            self.nonfinite_streak, self.nonfinite_total = state["nonfinite"]
+        self.apply_knobs()
+
+    def snapshot(self) -> dict[str, Any]:
+        """A deep copy of `state_dict()` (on the device) to go back to later."""
+        return copy.deepcopy(self.state_dict())
 
     # ----------------------------------------------------------- log values
     def _accumulate_for_log(self, losses: dict[str, torch.Tensor], grad_norm: torch.Tensor) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -13,16 +12,18 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from traiNNer.automations.base import Knobs
+from traiNNer.automations.config import enabled_automations
+from traiNNer.automations.dynamic_loss_scheduling import DynamicLossSchedulingConfig
 from traiNNer.config.schema import Options
 from traiNNer.data.image_io import write_image
 from traiNNer.data.moa import BatchAugment
 from traiNNer.data.resize import bicubic_upscale
 from traiNNer.losses import build_loss
-from traiNNer.losses.dynamic_loss_scheduling import DynamicLossScheduler
+from traiNNer.losses.dynamic_loss_scheduling import UncertaintyWeighting
 from traiNNer.models.base_model import BaseModel
 from traiNNer.models.precision import autocast
 from traiNNer.schedulers import ReduceLROnPlateau
+from traiNNer.training.knobs import Knobs, loss_log_name
 from traiNNer.utils.checkpoint import load_network, network_metadata, save_network
 from traiNNer.utils.dist import DistInfo
 from traiNNer.utils.errors import UserError
@@ -37,16 +38,6 @@ def build_network(type_name: str, scale: int, kwargs: dict[str, Any]) -> nn.Modu
     import traiNNer.archs  # noqa: F401  (fills the registry)
 
     return ARCH_REGISTRY.get(type_name, "network_g.type")(scale=scale, **kwargs)
-
-
-def loss_log_name(type_name: str, taken: set[str]) -> str:
-    """`l1loss` -> `l_g_l1`, made unique when a type appears twice."""
-    stem = type_name.lower().removesuffix("loss") or type_name.lower()
-    name, index = f"l_g_{stem}", 2
-    while name in taken:
-        name, index = f"l_g_{stem}_{index}", index + 1
-    taken.add(name)
-    return name
 
 
 class LossTerm:
@@ -74,7 +65,8 @@ class SRModel(BaseModel):
             net = net.to(memory_format=torch.channels_last)
         self.net_g = net
         self.loss_terms: list[LossTerm] = []
-        self.loss_scheduler: DynamicLossScheduler | None = None
+        # Learned loss weights (dynamic_loss_scheduling mode: uncertainty).
+        self.learned_weights: UncertaintyWeighting | None = None
         self.batch_augment: BatchAugment | None = None
         self._good_state: dict[str, Any] | None = None
         # Set by the trainer when train.moa_debug is on.
@@ -100,18 +92,15 @@ class SRModel(BaseModel):
             module = build_loss(type_name, kwargs).to(self.device)
             self.loss_terms.append(LossTerm(loss_log_name(type_name, taken), module, weight))
         extra_groups: list[dict[str, Any]] = []
-        dls = train.dynamic_loss_scheduling
-        if dls is not None and dls.enabled:
+        weighting = enabled_automations(train.automations).get("dynamic_loss_scheduling")
+        if isinstance(weighting, DynamicLossSchedulingConfig) and weighting.mode == "uncertainty":
             weights = {term.name: term.weight for term in self.loss_terms}
-            self.loss_scheduler = DynamicLossScheduler(dls, weights, self.device)
-            group = self.loss_scheduler.optimizer_param_group()
-            if group is not None:
-                extra_groups.append(group)
+            self.learned_weights = UncertaintyWeighting(weighting, weights, self.device)
+            extra_groups.append(self.learned_weights.optimizer_param_group())
         if train.use_moa:
             self.batch_augment = BatchAugment(
                 train.moa_augs, train.moa_probs, self.opt.scale, seed=seed
             )
-            self.knobs.aug_prob = 1.0
         if self.dist.enabled:
             self.net_g = DistributedDataParallel(
                 self.net_g,
@@ -152,22 +141,25 @@ class SRModel(BaseModel):
                 term.name: term.module(sr, lq_up if term.targets_lq else gt)
                 for term in self.loss_terms
             }
-            if self.loss_scheduler is not None:
-                total = self.loss_scheduler.weighted_sum(losses)
+            if self.learned_weights is not None:
+                total = self.learned_weights.weighted_sum(losses)
             else:
-                total = sum(abs(t.weight) * losses[t.name] for t in self.loss_terms)
+                # The loss_weights knob: the option file's weights unless
+                # dynamic_loss_scheduling moved them.
+                weights = self.knobs.loss_weights
+                total = sum(
+                    abs(weights.get(t.name, t.weight)) * losses[t.name] for t in self.loss_terms
+                )
         assert isinstance(total, torch.Tensor)
         return total, {name: value.detach() for name, value in losses.items()}
 
     def after_step(self, iteration: int, losses: dict[str, torch.Tensor]) -> None:
-        if self.loss_scheduler is not None:
-            self.loss_scheduler.observe(iteration, losses)
+        if self.learned_weights is not None:
+            self.learned_weights.observe(iteration, losses)
 
-    def update_loss_weights(self, iteration: int) -> dict[str, float] | None:
-        """Let the dynamic loss scheduler update; returns new weights when it did."""
-        if self.loss_scheduler is None:
-            return None
-        return self.loss_scheduler.maybe_update(iteration)
+    def learned_loss_weights(self) -> dict[str, float]:
+        """The learned effective weights (uncertainty mode; reads the device), else {}."""
+        return self.learned_weights.current_weights() if self.learned_weights else {}
 
     # ------------------------------------------------------------ inference
     @property
@@ -270,18 +262,13 @@ class SRModel(BaseModel):
 
     # ----------------------------------------------------- good-state snapshots
     def snapshot_good_state(self) -> None:
-        """Remember weights and optimizer state known to be finite (precision automation)."""
-        assert self.optimizer is not None
-        self._good_state = copy.deepcopy(
-            {"net_g": self.bare_net_g.state_dict(), "optimizer": self.optimizer.state_dict()}
-        )
+        """Remember a state known to be finite (the precision automation asks)."""
+        self._good_state = self.snapshot()
 
     def restore_good_state(self) -> None:
-        assert self.optimizer is not None
-        if self._good_state is None:
-            return
-        self.bare_net_g.load_state_dict(self._good_state["net_g"])
-        self.optimizer.load_state_dict(self._good_state["optimizer"])
+        """Go back to the last good state; the non-finite counters keep counting."""
+        if self._good_state is not None:
+            self.load_state_dict(self._good_state, keep_counters=True)
 
     # -------------------------------------------------------------- saving
     def save_network(self, models_dir: Path, label: str | int) -> Path:
@@ -298,24 +285,16 @@ class SRModel(BaseModel):
         finally:
             self.optimizer_train_mode()
 
-    def training_state(self) -> dict[str, Any]:
-        assert self.optimizer is not None
+    def state_dict(self) -> dict[str, Any]:
         return {
-            "net_g": self.bare_net_g.state_dict(),
-            "net_g_ema": self.ema.state_dict() if self.ema is not None else None,
-            "optimizer": self.optimizer.state_dict(),
-            "schedule": self.schedule.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "precision": self.precision,
-            "nonfinite": [self.nonfinite_streak, self.nonfinite_total],
-            "loss_scheduler": (
-                self.loss_scheduler.state_dict() if self.loss_scheduler is not None else None
+            **super().state_dict(),
+            "learned_loss_weights": (
+                self.learned_weights.state_dict() if self.learned_weights is not None else None
             ),
             "arch": json.dumps({"type": self.arch_type, **self.arch_kwargs}, sort_keys=True),
         }
 
-    def load_training_state(self, state: dict[str, Any]) -> None:
-        assert self.optimizer is not None
+    def load_state_dict(self, state: dict[str, Any], *, keep_counters: bool = False) -> None:
         saved_arch = json.loads(state["arch"])
         current = {"type": self.arch_type, **self.arch_kwargs}
         if saved_arch != json.loads(json.dumps(current, sort_keys=True)):
@@ -323,18 +302,10 @@ class SRModel(BaseModel):
                 f"network_g: the training state was saved for {saved_arch}, "
                 f"the option file now builds {current}"
             )
-        self.bare_net_g.load_state_dict(state["net_g"])
-        if self.ema is not None and state["net_g_ema"] is not None:
-            self.ema.load_state_dict(state["net_g_ema"])
-        self.set_precision(state["precision"])
-        self.knobs.precision = state["precision"]
-        self.optimizer.load_state_dict(state["optimizer"])
-        self._applied_weight_decay = None  # param groups now hold the saved value
-        self.schedule.load_state_dict(state["schedule"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.nonfinite_streak, self.nonfinite_total = state["nonfinite"]
-        if self.loss_scheduler is not None and state["loss_scheduler"] is not None:
-            self.loss_scheduler.load_state_dict(state["loss_scheduler"])
+        super().load_state_dict(state, keep_counters=keep_counters)
+        learned = state.get("learned_loss_weights")
+        if self.learned_weights is not None and learned is not None:
+            self.learned_weights.load_state_dict(learned)
 
 
 def release_memory(device: torch.device) -> None:

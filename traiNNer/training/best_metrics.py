@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 import torch
 
+from traiNNer.automations.config import enabled_automations
 from traiNNer.config.schema import Options
 
 
@@ -29,9 +30,10 @@ class BestMetrics:
         # "Best weights" follow early stopping's metric when it is on, else the first one.
         self.primary = next(iter(self.directions), None)
         automations = opt.train.automations if opt.train is not None else None
-        stopping = automations.early_stopping if automations is not None else None
-        if stopping is not None and stopping.enabled and stopping.metric in self.directions:
-            self.primary = stopping.metric
+        stopping = enabled_automations(automations).get("early_stopping")
+        metric = getattr(stopping, "metric", None)
+        if metric in self.directions:
+            self.primary = metric
         self.values: dict[str, float] = {}
         self.iterations: dict[str, int] = {}
         # Best inference weights (EMA when enabled) and the matching trained weights.

@@ -31,11 +31,16 @@ class Registry(Generic[T]):
 
         return decorator
 
-    def add(self, name: str, obj: T) -> None:
+    def add(self, name: str, obj: T, *, replace: bool = False) -> None:
+        """Register `obj`; a second entry under one name raises unless `replace`."""
         key = name.lower()
-        if key in self._entries:
+        if key in self._entries and not replace:
             raise KeyError(f"{self.kind} '{key}' is registered twice")
         self._entries[key] = obj
+
+    def find(self, name: str) -> T | None:
+        """The entry for `name`, or None (no error)."""
+        return self._entries.get(name.lower())
 
     def get(self, name: str, path: str = "type") -> T:
         """Return the entry for `name`; `path` names the YAML key in the error."""
