@@ -58,9 +58,39 @@ def weight_curves(log_dir: Path) -> dict[str, list[float]]:
         accumulator = EventAccumulator(str(event_file))
         accumulator.Reload()
         for tag in accumulator.Tags()["scalars"]:
-            if tag.startswith("loss_weights/"):
-                curves.setdefault(tag, []).extend(e.value for e in accumulator.Scalars(tag))
+            # dwa/balance decide through the automation (its decisions are the curve);
+            # uncertainty's learned weights are logged with the losses.
+            for prefix in ("automations/dynamic_loss_scheduling/", ""):
+                if tag.startswith(f"{prefix}loss_weights/"):
+                    name = tag.removeprefix(prefix)
+                    curves.setdefault(name, []).extend(e.value for e in accumulator.Scalars(tag))
     return curves
+
+
+def scalar_tags(log_dir: Path) -> set[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags: set[str] = set()
+    for event_file in log_dir.glob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(event_file))
+        accumulator.Reload()
+        tags |= set(accumulator.Tags()["scalars"])
+    return tags
+
+
+def assert_identical(a: Any, b: Any, where: str = "state") -> None:
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_identical(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_identical(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
 
 
 @pytest.mark.parametrize("mode", ["dwa", "uncertainty", "balance"])
@@ -73,7 +103,16 @@ def test_mode_moves_weights_and_resumes_identically(
         run_train(write_options(folder / "run.yml", options(folder, tiny_dataset, mode)), folder)
 
     curves = weight_curves(reference / "tb_logger" / "unit_run")
-    assert set(curves) == {"loss_weights/l_g_l1", "loss_weights/l_g_mssim", "loss_weights/l_g_fft"}
+    every_loss = {"loss_weights/l_g_l1", "loss_weights/l_g_mssim", "loss_weights/l_g_fft"}
+    if mode == "uncertainty":
+        assert set(curves) == every_loss
+    else:  # a decision per change, and every multiplier at every update
+        assert curves and set(curves) <= every_loss
+        tags = {
+            tag.removeprefix("automations/dynamic_loss_scheduling/multiplier/")
+            for tag in scalar_tags(reference / "tb_logger" / "unit_run")
+        }
+        assert {"l_g_l1", "l_g_mssim", "l_g_fft"} <= tags
     moved = [max(v) / min(v) - 1 for v in curves.values()]
     assert max(moved) > 0.01, curves  # non-trivial curves, not a 0.996-1.004 no-op
 
@@ -84,10 +123,10 @@ def test_mode_moves_weights_and_resumes_identically(
         torch.load(folder / "experiments/unit_run/training_states/24.state", weights_only=True)
         for folder in (reference, resumed)
     ]
-    a, b = (state["model"]["loss_scheduler"] for state in final)
-    assert a.keys() == b.keys()
-    for key in a:
-        if isinstance(a[key], torch.Tensor):
-            assert torch.equal(a[key], b[key]), key
+    # The weighting state (learned or the automation's) and the knobs it set.
+    assert_identical(final[0]["automations"], final[1]["automations"], "automations")
+    learned = [state["model"]["learned_loss_weights"] for state in final]
+    assert (learned[0] is not None) == (mode == "uncertainty")
+    assert_identical(learned[0], learned[1], "learned_loss_weights")
     for name, tensor in final[0]["model"]["net_g"].items():
         assert torch.equal(tensor, final[1]["model"]["net_g"][name]), name

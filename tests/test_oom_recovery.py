@@ -39,8 +39,10 @@ class OomAbove:
                 raise torch.OutOfMemoryError("CUDA out of memory (injected)")
             return fault.original(model, chunk, iteration)
 
-        def optimize(model: SRModel, batch: dict[str, Any], iteration: int) -> Any:
-            record = original_optimize(model, batch, iteration)
+        def optimize(
+            model: SRModel, batch: dict[str, Any], iteration: int, micro_batch: int | None = None
+        ) -> Any:
+            record = original_optimize(model, batch, iteration, micro_batch)
             if model.observer is not None:  # trial steps of searches run without observer
                 fault.completed.append(iteration)
             return record

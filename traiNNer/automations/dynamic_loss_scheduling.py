@@ -134,6 +134,9 @@ class DynamicLossScheduling(Automation):
         self.base: dict[str, float] = {}
         self.stats: SmoothedLosses | None = None
         self._saved_stats: dict[str, Any] | None = None
+        # Multipliers after the last update, published every interval (TensorBoard
+        # `automations/dynamic_loss_scheduling/multiplier/<loss>`).
+        self._multipliers: dict[str, float] = {}
 
     @property
     def interval(self) -> int:
@@ -189,6 +192,7 @@ class DynamicLossScheduling(Automation):
                 self.cfg.min_weight,
                 self.cfg.max_weight,
             )
+            self._multipliers[name] = new
             low, high = sorted((base * self.cfg.min_weight, base * self.cfg.max_weight))
             reason = (
                 f"{self.cfg.mode}: target multiplier {target:.3g}, now x{new:.3g} of "
@@ -198,21 +202,26 @@ class DynamicLossScheduling(Automation):
         return decisions
 
     def scalars(self) -> dict[str, float]:
-        if self.stats is None or self.stats.smoothed is None:
-            return {}
-        return {
-            f"smoothed/{name}": value
-            for name, value in zip(self.base, self.stats.smoothed.tolist(), strict=True)
-        }
+        values = {f"multiplier/{name}": m for name, m in self._multipliers.items()}
+        if self.stats is not None and self.stats.smoothed is not None:
+            smoothed = self.stats.smoothed.tolist()
+            values.update({f"smoothed/{n}": v for n, v in zip(self.base, smoothed, strict=True)})
+        return values
 
     def state_dict(self) -> dict[str, Any]:
         stats = self.stats.state_dict() if self.stats is not None else self._saved_stats
-        return {"mode": self.cfg.mode, "base": dict(self.base), "stats": stats}
+        return {
+            "mode": self.cfg.mode,
+            "base": dict(self.base),
+            "stats": stats,
+            "multipliers": dict(self._multipliers),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("mode") != self.cfg.mode:
             return  # another mode's statistics mean nothing to this one: start afresh
         self.base = {k: float(v) for k, v in state["base"].items()}
+        self._multipliers = {k: float(v) for k, v in state["multipliers"].items()}
         # Tensors go to the loss device at the first observed step.
         self._saved_stats = state["stats"]
         self.stats = None

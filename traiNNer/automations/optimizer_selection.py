@@ -35,7 +35,6 @@ from traiNNer.automations.base import (
     TrialSteps,
 )
 from traiNNer.automations.registry import register_automation
-from traiNNer.training.knobs import configured_weight_decay
 
 if TYPE_CHECKING:
     from traiNNer.config.schema import Options
@@ -284,12 +283,14 @@ class OptimizerSelection(Automation):
         assert self.chosen is not None
         # The arguments first: the model rebuilds the optimizer when the type changes.
         kwargs = candidate_kwargs(self.cfg, self.chosen, self.optim_g)
-        weight_decay = configured_weight_decay({"type": self.chosen, **kwargs})
-        return (
-            self.decide(knobs, "optimizer_kwargs", kwargs, reason)
-            + self.decide(knobs, "weight_decay", weight_decay, f"{self.chosen}'s; {reason}")
-            + self.decide(knobs, "optimizer", self.chosen, reason)
-        )
+        decisions = self.decide(knobs, "optimizer_kwargs", kwargs, reason)
+        # The weight-decay knob (optim_g's, or regularization_scheduling's) applies to the
+        # winner too, unless candidate_kwargs gives the winner its own.
+        own = self.cfg.candidate_kwargs.get(self.chosen, {})
+        if "weight_decay" in own:
+            wd_reason = f"candidate_kwargs.{self.chosen}.weight_decay; {reason}"
+            decisions += self.decide(knobs, "weight_decay", float(own["weight_decay"]), wd_reason)
+        return decisions + self.decide(knobs, "optimizer", self.chosen, reason)
 
     def scalars(self) -> dict[str, float]:
         return {

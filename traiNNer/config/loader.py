@@ -201,8 +201,10 @@ def _decode_automations(train_data: Any, opt: Options) -> None:
         return
     struct = automations_options_type()
     raw = train_data.get("automations")
-    automations = convert(raw if raw is not None else {}, struct, prefix="train.automations")
     legacy = train_data.get(LEGACY_LOSS_WEIGHTING)
+    if raw is None and legacy is None:
+        return
+    automations = convert(raw if raw is not None else {}, struct, prefix="train.automations")
     if legacy is not None:
         if getattr(automations, LEGACY_LOSS_WEIGHTING) is not None:
             raise ConfigError(

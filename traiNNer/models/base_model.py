@@ -107,6 +107,10 @@ class BaseModel:
         scheduler = dict(train.scheduler or {})
         sched_type = scheduler.pop("type", None)
         self.schedule = build_schedule(sched_type, scheduler, train.total_iter, self.base_lrs[0])
+        if self._trial_optimizer is None:
+            # The weight-decay knob is the run's weight decay, whichever optimizer holds it;
+            # a race candidate trains with its own arguments.
+            self._applied_weight_decay = None
 
     def _wanted_optimizer(self) -> tuple[str, dict[str, Any]]:
         """(type, kwargs): a trial's, else the one optimizer_selection chose, else optim_g."""
@@ -139,7 +143,6 @@ class BaseModel:
         setter = getattr(self.bare_net_g, "set_activation_checkpointing", None)
         if setter is not None:
             setter(self.knobs.activation_checkpointing)
-        # Only a change of the knob is pushed: a new optimizer keeps its own weight decay.
         if self.optimizer is not None and self.knobs.weight_decay != self._applied_weight_decay:
             for group in self.optimizer.param_groups:
                 if group.get("weight_decay", 0.0) > 0 or group is self.optimizer.param_groups[0]:
