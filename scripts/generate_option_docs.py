@@ -118,7 +118,10 @@ SUPPLEMENTARY_DESCRIPTIONS: dict[str, str] = {
     "TrainOptions.moa_probs": "Probability of each entry of moa_augs (same length, not all 0).",
     "TrainOptions.moa_debug": "Accepted for compatibility; not used.",
     "TrainOptions.automations": "One block per automation; see [automations.md](automations.md).",
-    "TrainOptions.dynamic_loss_scheduling": "Adapts each loss's weight while training.",
+    "TrainOptions.dynamic_loss_scheduling": "The dynamic_loss_scheduling automation's block "
+    "under its earlier key (same fields as train.automations.dynamic_loss_scheduling; give "
+    "one of the two).",
+    "AutomationsOptions.dynamic_loss_scheduling": "Adapts each loss's weight while training.",
     "AutomationsOptions.lr_scheduling": "LR multiplier from plateaus of the training loss "
     "and/or a validation metric.",
     "AutomationsOptions.batch_size": "Batch size search at start, out-of-memory recovery, growth.",

@@ -67,7 +67,10 @@ def test_repeated_nonfinite_losses_move_fp16_to_bf16(
         tmp_path / "experiments" / "unit_run" / "training_states" / "16.state", weights_only=True
     )
     # Knob values are saved once, with the automation that set them.
-    assert state["automations"]["knobs"]["precision"] == {"automation": "precision", "value": "bf16"}
+    assert state["automations"]["knobs"]["precision"] == {
+        "automation": "precision",
+        "value": "bf16",
+    }
     assert state["model"]["nonfinite"] == [0, 3]
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from traiNNer.automations.base import Decision, Knobs, StepRecord, TrainInfo
+from traiNNer.automations.base import Decision, Knobs, StepRecord, TrainInfo, TrialOutcome
 from traiNNer.automations.batch_size import BatchSizeAutomation, BatchSizeConfig, BatchSizeSearch
 from traiNNer.automations.controller import AutomationController
 from traiNNer.utils.errors import UserError
@@ -38,6 +38,17 @@ def fits_up_to(limit: int) -> Any:
 
     probe.asked = asked  # type: ignore[attr-defined]
     return probe
+
+
+def as_trials(probe: Any) -> Any:
+    """A trial runner whose steps run out of memory where `probe(size)` says no."""
+
+    def run(steps: int, *, batch_size: int | None = None, optimizer: Any = None) -> TrialOutcome:
+        assert batch_size is not None and optimizer is None
+        fits = probe(batch_size)
+        return TrialOutcome([0.1] * steps if fits else [], not fits)
+
+    return run
 
 
 def drive(search: BatchSizeSearch, probe: Any) -> int:
@@ -116,7 +127,7 @@ def test_search_respects_max_trials() -> None:
 
 def test_controller_search_sets_batch_and_keeps_the_effective_batch() -> None:
     controller, knobs, _ = setup(batch_size=16, accum_iter=4, max_batch_size=128, margin=0.1)
-    applied = controller.run_batch_size_search(fits_up_to(37))
+    applied = controller.run_startup(as_trials(fits_up_to(37)))
     assert (knobs.batch_size, knobs.accum_iter) == (33, 2)  # 64 / 33 rounds to 2
     assert [d.parameter for d in applied] == ["batch_size", "accum_iter"]
     assert "largest fitting batch 37" in applied[0].reason and "64 (OOM)" in applied[0].reason
@@ -127,7 +138,7 @@ def test_controller_search_sets_batch_and_keeps_the_effective_batch() -> None:
 def test_search_is_skipped_when_disabled_in_config() -> None:
     controller, knobs, _ = setup(search=False)
     probe = fits_up_to(100)
-    assert controller.run_batch_size_search(probe) == []
+    assert controller.run_startup(as_trials(probe)) == []
     assert probe.asked == [] and knobs.batch_size == 16
 
 
@@ -256,7 +267,7 @@ def test_failing_sizes_survive_a_resume() -> None:
     resumed.load_state_dict(torch.load(buffer, weights_only=True))
     assert resumed_knobs.batch_size == 16  # the shrunk size comes back too
     probe = fits_up_to(1000)
-    resumed.run_batch_size_search(probe)
+    resumed.run_startup(as_trials(probe))
     assert max(probe.asked) < 32
     assert resumed_knobs.batch_size == 27  # largest fit 31, less 10%
 

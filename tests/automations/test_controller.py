@@ -24,6 +24,7 @@ from traiNNer.automations.base import (
     Knobs,
     StepRecord,
     TrainInfo,
+    TrialSteps,
 )
 from traiNNer.automations.batch_size import BatchSizeConfig
 from traiNNer.automations.config import AutomationsOptions
@@ -32,6 +33,7 @@ from traiNNer.automations.decision_log import DecisionLog, read_decisions
 from traiNNer.automations.early_stopping import EarlyStoppingConfig
 from traiNNer.automations.lr_scheduling import LRSchedulingConfig
 from traiNNer.config.validation import convert
+from traiNNer.training.trials import agreed_outcome
 from traiNNer.utils.errors import ConfigError, UserError
 
 GIB = 1 << 30
@@ -69,6 +71,7 @@ class Scripted(Automation):
 
     name = "scripted"
     config_type: ClassVar[type[AutomationConfig]] = AutomationConfig
+    actions = frozenset({"restore_best_weights"})
 
     def __init__(
         self,
@@ -255,17 +258,33 @@ def test_oom_remedies_first_one_wins_and_none_means_unhandled() -> None:
             Decision("batch_size", "batch_size", knobs.batch_size, knobs.batch_size // 2, "oom")
         ]
 
-    # Listed batch size first: the controller still asks precision first.
+    class Shrinker(Scripted):
+        oom_priority = 20
+
+    class Saver(Scripted):
+        oom_priority = 10
+
+    # Listed batch size first: the controller still asks the lower oom_priority first.
     controller, knobs, _ = scripted_controller(
-        Scripted(lambda i, k: [], name="batch_size", oom=shrink, interval=0),
-        Scripted(lambda i, k: [], name="precision", oom=checkpointing, interval=0),
+        Shrinker(lambda i, k: [], name="batch_size", oom=shrink, interval=0),
+        Saver(lambda i, k: [], name="precision", oom=checkpointing, interval=0),
     )
     assert [d.parameter for d in controller.on_oom(5, "train")] == ["activation_checkpointing"]
     assert knobs.batch_size == 8
     assert [d.new for d in controller.on_oom(5, "train")] == [4]
     assert calls == ["precision", "precision", "batch_size"]
-    knobs.batch_size = 1
+    knobs.set("batch_size", 1)
     assert controller.on_oom(5, "train") == []
+
+
+def test_knobs_refuse_writes_except_through_set() -> None:
+    knobs = Knobs(batch_size=8)
+    with pytest.raises(AttributeError):
+        knobs.batch_size = 4  # type: ignore[misc]
+    with pytest.raises(KeyError, match="unknown knob 'momentum'"):
+        knobs.set("momentum", 0.9)
+    knobs.set("clip_threshold.net_g", 0.5)
+    assert knobs.get("clip_threshold.net_g") == 0.5 and knobs.batch_size == 8
 
 
 def test_actions_are_queued_for_the_trainer_and_popped_once() -> None:
@@ -278,6 +297,17 @@ def test_actions_are_queued_for_the_trainer_and_popped_once() -> None:
     assert [a.parameter for a in actions] == ["restore_best_weights"]
     assert controller.pop_actions() == []
     assert sink.decisions[0][1].parameter == "restore_best_weights"
+
+
+def test_an_action_the_automation_did_not_declare_is_refused() -> None:
+    def script(iteration: int, knobs: Knobs) -> list[Decision]:
+        return [Decision("scripted", "restore_last_good_state", None, True, "not mine")]
+
+    controller, _, sink = scripted_controller(Scripted(script))
+    controller.observe_step(record(1))
+    assert controller.pop_actions() == []
+    assert not controller.is_active("scripted")
+    assert "not in its declared actions" in sink.decisions[0][1].reason
 
 
 # ----------------------------------------------------------------------- sink
@@ -306,13 +336,14 @@ def test_decision_log_writes_console_jsonl_and_tensorboard(
         (r["iteration"], r["automation"], r["parameter"], r["old"], r["new"]) for r in rows
     ] == [
         (2000, "lr_scheduling", "lr_multiplier", 1.0, 0.5),
-        (3000, "lr_scheduling", "lr_multiplier", 0.5, 0.25),
+        # Automations run in name order.
         (3000, "early_stopping", "stop_requested", False, True),
+        (3000, "lr_scheduling", "lr_multiplier", 0.5, 0.25),
     ]
     assert all(
         set(r) == {"iteration", "automation", "parameter", "old", "new", "reason"} for r in rows
     )
-    assert "2 validations (iterations 1000-3000)" in str(rows[2]["reason"])
+    assert "2 validations (iterations 1000-3000)" in str(rows[1]["reason"])
     assert ("automations/lr_scheduling/lr_multiplier", 0.5, 2000) in writer.scalars
     assert ("automations/early_stopping/stop_requested", 1.0, 3000) in writer.scalars
     # Event-driven automations report their scalars after each validation.
@@ -529,10 +560,20 @@ def _ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         )
         searcher.on_train_start(info())
         limit = 30 if rank == 0 else 20
-        searcher.run_batch_size_search(lambda size: size <= limit)
+
+        def trials(limit: int) -> TrialSteps:
+            def run(steps: int, *, batch_size: int | None = None, optimizer: Any = None) -> Any:
+                assert batch_size is not None
+                oom = batch_size > limit
+                losses = [] if oom else [torch.tensor(0.1)] * steps
+                return agreed_outcome(losses, oom, world_size, torch.device("cpu"))
+
+            return run
+
+        searcher.run_startup(trials(limit))
         # Nothing fits anywhere: every rank stops with the same user error.
         try:
-            searcher.run_batch_size_search(lambda size: False)
+            searcher.run_startup(trials(0))
             error = ""
         except UserError as caught:
             error = str(caught)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-from traiNNer.automations.base import Decision, Knobs, StepRecord, TrainInfo
+from traiNNer.automations.base import Decision, Knobs, StepRecord, TrainInfo, TrialOutcome
 from traiNNer.automations.optimizer_selection import (
     OptimizerSelection,
     OptimizerSelectionConfig,
@@ -27,30 +27,45 @@ def curve(final: float, length: int = 40, noise: float = 0.0) -> list[float]:
     return [final + 0.5 * math.exp(-i / 8) + noise * (-1) ** i for i in range(length)]
 
 
-class Trials:
-    """A fake trainer: records which candidates ran, returns fixed loss curves."""
+OPTIM_G = {"lr": 2e-4, "weight_decay": 1e-4}
 
-    def __init__(self, curves: dict[str, Sequence[float]]) -> None:
+
+class Trials:
+    """A fake trial runner: records which candidates ran, returns fixed loss curves
+    (None: the candidate ran out of memory)."""
+
+    def __init__(self, curves: dict[str, Sequence[float] | None]) -> None:
         self.curves = curves
         self.calls: list[str] = []
+        self.kwargs: dict[str, dict[str, Any]] = {}
 
-    def __call__(self, name: str) -> Sequence[float]:
+    def __call__(
+        self,
+        steps: int,
+        *,
+        batch_size: int | None = None,
+        optimizer: tuple[str, dict[str, Any]] | None = None,
+    ) -> TrialOutcome:
+        assert optimizer is not None and batch_size is None
+        name, kwargs = optimizer
         self.calls.append(name)
+        self.kwargs[name] = kwargs
         result = self.curves[name]
-        if isinstance(result, BaseException):
-            raise result
-        return result
+        return TrialOutcome([], True) if result is None else TrialOutcome(list(result), False)
 
 
 def make(**options: Any) -> tuple[OptimizerSelection, Knobs]:
     config = OptimizerSelectionConfig(enabled=True, candidates=CANDIDATES, **options)
-    return OptimizerSelection(config), Knobs()
+    automation, knobs = OptimizerSelection(config), Knobs()
+    automation.on_train_start(TrainInfo(1000, 0, "cpu", False, optim_g=OPTIM_G), knobs)
+    return automation, knobs
 
 
 def apply(knobs: Knobs, decisions: list[Decision]) -> list[Decision]:
+    """Apply like the controller; returns the `optimizer` decisions."""
     for decision in decisions:
         knobs.set(decision.parameter, decision.new)
-    return decisions
+    return [d for d in decisions if d.parameter == "optimizer"]
 
 
 def test_lowest_smoothed_loss_wins_and_every_candidate_runs_once() -> None:
@@ -63,7 +78,7 @@ def test_lowest_smoothed_loss_wins_and_every_candidate_runs_once() -> None:
             "prodigy": curve(0.12),
         }
     )
-    decisions = apply(knobs, automation.select(trials, knobs))
+    decisions = apply(knobs, automation.run_startup(trials, knobs))
     assert trials.calls == CANDIDATES
     assert [(d.parameter, d.old, d.new) for d in decisions] == [
         ("optimizer", "", "adamwschedulefree")
@@ -83,7 +98,7 @@ def test_tie_goes_to_the_configured_default() -> None:
             "prodigy": curve(0.2),
         }
     )
-    decisions = apply(knobs, automation.select(trials, knobs))
+    decisions = apply(knobs, automation.run_startup(trials, knobs))
     assert decisions[0].new == "nadam"
     assert "default" in decisions[0].reason
     assert {row.name: row.status for row in automation.rows}["adamw"] == "tied"
@@ -92,7 +107,7 @@ def test_tie_goes_to_the_configured_default() -> None:
 def test_default_outside_the_tie_margin_loses() -> None:
     automation, knobs = make(default="nadam", tie_tolerance=0.0)
     trials = Trials({name: curve(0.1 if name == "adamw" else 0.101) for name in CANDIDATES})
-    assert apply(knobs, automation.select(trials, knobs))[0].new == "adamw"
+    assert apply(knobs, automation.run_startup(trials, knobs))[0].new == "adamw"
 
 
 def test_smoothing_ignores_a_lucky_last_step() -> None:
@@ -103,7 +118,7 @@ def test_smoothing_ignores_a_lucky_last_step() -> None:
     trials = Trials(
         {"adamw": lucky, "nadam": steady, "adamwschedulefree": curve(0.3), "prodigy": curve(0.3)}
     )
-    assert apply(knobs, automation.select(trials, knobs))[0].new == "nadam"
+    assert apply(knobs, automation.run_startup(trials, knobs))[0].new == "nadam"
 
 
 def test_diverged_and_out_of_memory_candidates_are_out() -> None:
@@ -115,10 +130,10 @@ def test_diverged_and_out_of_memory_candidates_are_out() -> None:
             "adamw": curve(0.2),
             "nadam": diverged,
             "adamwschedulefree": curve(0.15),
-            "prodigy": torch.OutOfMemoryError("CUDA out of memory"),  # type: ignore[dict-item]
+            "prodigy": None,  # out of memory
         }
     )
-    decisions = apply(knobs, automation.select(trials, knobs))
+    decisions = apply(knobs, automation.run_startup(trials, knobs))
     assert decisions[0].new == "adamwschedulefree"
     status = {row.name: row.status for row in automation.rows}
     assert status["nadam"] == "diverged" and status["prodigy"] == "failed"
@@ -127,7 +142,7 @@ def test_diverged_and_out_of_memory_candidates_are_out() -> None:
 def test_every_candidate_failing_falls_back_to_the_default() -> None:
     automation, knobs = make(default="prodigy")
     trials = Trials({name: [math.inf] for name in CANDIDATES})
-    decisions = apply(knobs, automation.select(trials, knobs))
+    decisions = apply(knobs, automation.run_startup(trials, knobs))
     assert decisions[0].new == "prodigy"
     assert "default" in decisions[0].reason
 
@@ -144,7 +159,7 @@ def test_smoothed_loss_rules() -> None:
 def test_no_hook_changes_the_optimizer_during_training() -> None:
     automation, knobs = make()
     trials = Trials({name: curve(0.1 + 0.01 * i) for i, name in enumerate(CANDIDATES)})
-    apply(knobs, automation.select(trials, knobs))
+    apply(knobs, automation.run_startup(trials, knobs))
     chosen = knobs.optimizer
     for iteration in range(1, 2001):
         record = StepRecord(iteration, {"l_g_total": torch.tensor(9.9)}, {}, {}, None, 0.0, None, 2)
@@ -156,7 +171,7 @@ def test_no_hook_changes_the_optimizer_during_training() -> None:
     assert automation.on_nonfinite(7, knobs) == []
     assert automation.on_oom(7, "train", knobs) == []
     # A second call never races again.
-    assert automation.select(trials, knobs) == []
+    assert automation.run_startup(trials, knobs) == []
     assert trials.calls == CANDIDATES
     assert knobs.optimizer == chosen
 
@@ -164,38 +179,36 @@ def test_no_hook_changes_the_optimizer_during_training() -> None:
 def test_resume_keeps_the_choice_without_a_new_race() -> None:
     automation, knobs = make()
     trials = Trials({name: curve(0.2 - 0.01 * i) for i, name in enumerate(CANDIDATES)})
-    apply(knobs, automation.select(trials, knobs))
+    apply(knobs, automation.run_startup(trials, knobs))
     buffer = io.BytesIO()
     torch.save(automation.state_dict(), buffer)
     buffer.seek(0)
 
     resumed, knobs_resumed = make()
     resumed.load_state_dict(torch.load(buffer, weights_only=True))
-    assert not resumed.needs_race
     start = apply(
-        knobs_resumed, resumed.on_train_start(TrainInfo(1000, 500, "cpu", False), knobs_resumed)
+        knobs_resumed,
+        resumed.on_train_start(TrainInfo(1000, 500, "cpu", False, optim_g=OPTIM_G), knobs_resumed),
     )
     assert knobs_resumed.optimizer == "prodigy" and "resume" in start[0].reason
     fresh_trials = Trials({name: curve(0.01) for name in CANDIDATES})
-    assert resumed.select(fresh_trials, knobs_resumed) == []
+    assert resumed.run_startup(fresh_trials, knobs_resumed) == []
     assert fresh_trials.calls == []
     assert resumed.table() == automation.table()
 
 
-def test_choose_judges_losses_gathered_by_the_trainer() -> None:
-    automation, knobs = make()
+def test_candidates_train_with_optim_g_overridden_by_candidate_kwargs() -> None:
+    automation, knobs = make(candidate_kwargs={"nadam": {"lr": 5e-4, "weight_decay": 0.0}})
     losses = {name: curve(0.3 - 0.05 * i) for i, name in enumerate(CANDIDATES)}
-    assert apply(knobs, automation.choose(losses, knobs))[0].new == "prodigy"
-    assert (
-        automation.scalars()["prodigy_smoothed_loss"] < automation.scalars()["adamw_smoothed_loss"]
-    )
-
-
-def test_candidate_kwargs_override_optim_g() -> None:
-    automation, _ = make()
-    optim_g = {"type": "AdamW", "lr": 2e-4, "weight_decay": 1e-4}
-    assert automation.kwargs_for("prodigy", optim_g) == {"lr": 1.0, "weight_decay": 1e-4}
-    assert automation.kwargs_for("adamw", optim_g) == {"lr": 2e-4, "weight_decay": 1e-4}
+    losses["nadam"] = curve(0.01)
+    trials = Trials(losses)
+    assert apply(knobs, automation.run_startup(trials, knobs))[0].new == "nadam"
+    assert trials.kwargs["prodigy"] == {"lr": 1.0, "weight_decay": 1e-4}  # Prodigy's own lr
+    assert trials.kwargs["adamw"] == OPTIM_G
+    # The winner's arguments and its own weight decay become knobs with it.
+    assert knobs.optimizer_kwargs == {"lr": 5e-4, "weight_decay": 0.0}
+    assert knobs.weight_decay == 0.0
+    assert automation.scalars()["nadam_smoothed_loss"] < automation.scalars()["adamw_smoothed_loss"]
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,27 @@ from traiNNer.training.batches import TrainBatches
 from traiNNer.utils.dist import DistInfo
 
 
+def agreed_outcome(
+    losses: list[torch.Tensor], out_of_memory: bool, world_size: int, device: torch.device
+) -> TrialOutcome:
+    """The same outcome on every rank: OOM anywhere counts everywhere, losses averaged."""
+    if world_size > 1:
+        import torch.distributed as torch_dist
+
+        flag = torch.tensor([1.0 if out_of_memory else 0.0], device=device)
+        torch_dist.all_reduce(flag, op=torch_dist.ReduceOp.MAX)
+        out_of_memory = bool(flag.item())
+    if out_of_memory or not losses:
+        return TrialOutcome([], out_of_memory)
+    stacked = torch.stack([loss.float() for loss in losses])
+    if world_size > 1:
+        import torch.distributed as torch_dist
+
+        torch_dist.all_reduce(stacked)
+        stacked = stacked / world_size
+    return TrialOutcome(stacked.tolist(), False)
+
+
 class TrialRunner:
     """Runs `steps` training steps and undoes them (see `TrialSteps`)."""
 
@@ -56,7 +77,7 @@ class TrialRunner:
                 out_of_memory = True
                 losses = []
                 release_memory(model.device)
-        return self._agreed(losses, out_of_memory)
+        return agreed_outcome(losses, out_of_memory, self.dist.world_size, model.device)
 
     def _batch(self, step: int, batch_size: int | None) -> dict[str, Any]:
         if batch_size is not None:
@@ -67,25 +88,6 @@ class TrialRunner:
         while len(self._stream) <= step:
             self._stream.append(next(self.batches))
         return self._stream[step]
-
-    def _agreed(self, losses: list[torch.Tensor], out_of_memory: bool) -> TrialOutcome:
-        """The same outcome on every rank: OOM anywhere counts everywhere, losses averaged."""
-        device = self.model.device
-        if self.dist.world_size > 1:
-            import torch.distributed as torch_dist
-
-            flag = torch.tensor([1.0 if out_of_memory else 0.0], device=device)
-            torch_dist.all_reduce(flag, op=torch_dist.ReduceOp.MAX)
-            out_of_memory = bool(flag.item())
-        if out_of_memory or not losses:
-            return TrialOutcome([], out_of_memory)
-        stacked = torch.stack([loss.float() for loss in losses])
-        if self.dist.world_size > 1:
-            import torch.distributed as torch_dist
-
-            torch_dist.all_reduce(stacked)
-            stacked = stacked / self.dist.world_size
-        return TrialOutcome(stacked.tolist(), False)
 
     @contextmanager
     def _undone(self) -> Iterator[None]:
