@@ -1,4 +1,9 @@
-"""Dynamic loss scheduling: directions, limits, config strictness, resume, no host sync."""
+"""Dynamic loss scheduling: directions, limits, config strictness, resume, no host sync.
+
+`dwa` and `balance` run as the `dynamic_loss_scheduling` automation through a real
+controller (so its decisions get the controller's bounds and logging); `uncertainty` is the
+loss-side `UncertaintyWeighting` module. Both are driven through one harness.
+"""
 
 from __future__ import annotations
 
@@ -16,11 +21,14 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from traiNNer.losses.dynamic_loss_scheduling import (
-    DynamicLossScheduler,
-    DynamicLossSchedulingOptions,
-    build_dynamic_loss_scheduler,
+from traiNNer.automations.base import Decision, StepRecord, TrainInfo
+from traiNNer.automations.controller import AutomationController
+from traiNNer.automations.dynamic_loss_scheduling import (
+    DynamicLossScheduling,
+    DynamicLossSchedulingConfig,
 )
+from traiNNer.losses.dynamic_loss_scheduling import UncertaintyWeighting
+from traiNNer.training.knobs import Knobs, configured_loss_weights
 from traiNNer.utils.errors import UserError
 
 STALL, FALL = "l_g_stall", "l_g_fall"
@@ -37,7 +45,7 @@ Losses = dict[str, torch.Tensor]
 Trajectory = list[tuple[int, dict[str, float]]]
 
 
-def options(mode: str, **overrides: Any) -> DynamicLossSchedulingOptions:
+def options(mode: str, **overrides: Any) -> DynamicLossSchedulingConfig:
     raw = {
         "enabled": True,
         "mode": mode,
@@ -45,7 +53,7 @@ def options(mode: str, **overrides: Any) -> DynamicLossSchedulingOptions:
         "update_interval": INTERVAL,
         **overrides,
     }
-    return msgspec.convert(raw, DynamicLossSchedulingOptions)
+    return msgspec.convert(raw, DynamicLossSchedulingConfig)
 
 
 def synthetic_losses(
@@ -62,23 +70,80 @@ def synthetic_losses(
         yield iteration, {STALL: stall, FALL: fall}
 
 
-class Trainer:
-    """Drives a scheduler the way the model does; uncertainty gets its own optimizer."""
+class NullSink:
+    def __init__(self) -> None:
+        self.decisions: list[Decision] = []
 
-    def __init__(self, scheduler: DynamicLossScheduler) -> None:
-        self.scheduler = scheduler
-        params = scheduler.parameters()
-        self.optimizer = torch.optim.Adam(params, lr=0.02) if params else None
+    def decision(self, iteration: int, decision: Decision, level: int = 0) -> None:
+        self.decisions.append(decision)
+
+    def scalars(self, iteration: int, automation: str, values: Any) -> None:
+        pass
+
+
+class Trainer:
+    """Drives a mode the way training does: the automation through the controller and
+    the `loss_weights` knob, uncertainty through the model-side module and an optimizer."""
+
+    def __init__(
+        self, config: DynamicLossSchedulingConfig, base: dict[str, float], world_size: int = 1
+    ) -> None:
+        self.config = config
+        self.base = base
+        self.learned: UncertaintyWeighting | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.sink = NullSink()
+        self.knobs = Knobs(loss_weights=dict(base))
+        if config.mode == "uncertainty":
+            self.learned = UncertaintyWeighting(config, base)
+            self.optimizer = torch.optim.Adam(self.learned.parameters(), lr=0.02)
+        else:
+            rank = dist.get_rank() if world_size > 1 else 0
+            self.automation = DynamicLossScheduling(config)
+            self.controller = AutomationController(
+                None,
+                self.knobs,
+                self.sink,
+                automations=[self.automation],
+                is_main=rank == 0,
+                world_size=world_size,
+            )
+            self.controller.on_train_start(TrainInfo(10_000, 0, "cpu", True, loss_weights=base))
+
+    def weighted_sum(self, losses: Losses) -> torch.Tensor:
+        if self.learned is not None:
+            return self.learned.weighted_sum(losses)
+        total = sum(abs(self.knobs.loss_weights[name]) * losses[name] for name in self.base)
+        assert isinstance(total, torch.Tensor)
+        return total
+
+    def current_weights(self) -> dict[str, float]:
+        if self.learned is not None:
+            return self.learned.current_weights()
+        return dict(self.knobs.loss_weights)
+
+    def observe(self, iteration: int, losses: Losses) -> None:
+        if self.learned is not None:
+            self.learned.observe(iteration, losses)
+        else:
+            total = sum(losses.values())
+            record = StepRecord(
+                iteration, {**losses, "l_g_total": total}, {}, {}, None, 0.0, None, 2
+            )
+            self.controller.observe_step(record)
 
     def step(self, iteration: int, losses: Losses) -> dict[str, float] | None:
+        """One step; the weights after it when it was an update after the baseline."""
         if self.optimizer is not None:
             self.optimizer.zero_grad()
-            total = self.scheduler.weighted_sum(losses)
+            total = self.weighted_sum(losses)
             if total.requires_grad:  # synthetic losses: only the log-variances learn
                 total.backward()
                 self.optimizer.step()
-        self.scheduler.observe(iteration, losses)
-        return self.scheduler.maybe_update(iteration)
+        self.observe(iteration, losses)
+        if iteration % INTERVAL == 0 and iteration >= self.config.baseline_iterations:
+            return self.current_weights()
+        return None
 
     def run(self, stream: Iterator[tuple[int, Losses]], steps: int) -> Trajectory:
         updates: Trajectory = []
@@ -92,7 +157,7 @@ class Trainer:
 
 def make(mode: str, weights: dict[str, float] | None = None, **overrides: Any) -> Trainer:
     base = weights if weights is not None else {STALL: 1.0, FALL: 1.0}
-    return Trainer(DynamicLossScheduler(options(mode, **overrides), base))
+    return Trainer(options(mode, **overrides), base)
 
 
 def multipliers(updates: Trajectory, base: dict[str, float]) -> list[dict[str, float]]:
@@ -101,18 +166,20 @@ def multipliers(updates: Trajectory, base: dict[str, float]) -> list[dict[str, f
 
 # ------------------------------------------------------------------ config
 def test_defaults_are_valid_and_every_key_is_documented() -> None:
-    opts = msgspec.convert({}, DynamicLossSchedulingOptions)
+    opts = msgspec.convert({}, DynamicLossSchedulingConfig)
     assert opts.enabled is False
     assert opts.min_weight <= 1 <= opts.max_weight
-    schema = msgspec.json.schema(DynamicLossSchedulingOptions)
-    properties = schema["$defs"]["DynamicLossSchedulingOptions"]["properties"]
-    assert set(properties) == set(DynamicLossSchedulingOptions.__struct_fields__)
+    # Every update is bounded already; a cap on their count would freeze a long run.
+    assert opts.max_adjustments == 0
+    schema = msgspec.json.schema(DynamicLossSchedulingConfig)
+    properties = schema["$defs"]["DynamicLossSchedulingConfig"]["properties"]
+    assert set(properties) == set(DynamicLossSchedulingConfig.__struct_fields__)
     assert [key for key, spec in properties.items() if not spec.get("description")] == []
 
 
 def test_unknown_key_is_an_error_not_a_silent_disable() -> None:
     with pytest.raises(msgspec.ValidationError, match="adaptation_rat"):
-        msgspec.convert({"enabled": True, "adaptation_rat": 0.1}, DynamicLossSchedulingOptions)
+        msgspec.convert({"enabled": True, "adaptation_rat": 0.1}, DynamicLossSchedulingConfig)
 
 
 @pytest.mark.parametrize(
@@ -136,15 +203,16 @@ def test_unknown_key_is_an_error_not_a_silent_disable() -> None:
 )
 def test_out_of_range_values_are_rejected(key: str, value: Any) -> None:
     with pytest.raises(msgspec.ValidationError, match=key):
-        msgspec.convert({key: value}, DynamicLossSchedulingOptions)
+        msgspec.convert({key: value}, DynamicLossSchedulingConfig)
 
 
-def test_builder_skips_disabled_scheduler_and_zero_weight_losses() -> None:
-    weights = {STALL: 1.0, FALL: 0.0}
-    assert build_dynamic_loss_scheduler(None, weights) is None
-    assert build_dynamic_loss_scheduler(options("dwa", enabled=False), weights) is None
-    scheduler = build_dynamic_loss_scheduler(options("dwa"), weights)
-    assert scheduler is not None and scheduler.names == (STALL,)
+def test_zero_weight_losses_are_off_and_take_no_name() -> None:
+    losses = [
+        {"type": "l1loss", "loss_weight": 1.0},
+        {"type": "fftloss", "loss_weight": 0.0},
+        {"type": "l1loss", "loss_weight": -0.5},
+    ]
+    assert configured_loss_weights(losses) == {"l_g_l1": 1.0, "l_g_l1_2": -0.5}
 
 
 # --------------------------------------------------------------- behaviour
@@ -208,16 +276,17 @@ def test_tight_bounds_hold_and_are_reached(mode: str) -> None:
 @pytest.mark.parametrize("mode", MODES)
 def test_no_change_during_baseline(mode: str) -> None:
     trainer = make(mode, baseline_iterations=100)
-    scheduler = trainer.scheduler
     stream = synthetic_losses()
     for _ in range(99):
         iteration, losses = next(stream)
         assert trainer.step(iteration, losses) is None
-        assert scheduler.current_weights() == {STALL: 1.0, FALL: 1.0}
+        assert trainer.current_weights() == {STALL: 1.0, FALL: 1.0}
         expected = losses[STALL] + losses[FALL]
-        assert torch.allclose(scheduler.weighted_sum(losses), expected)
-    if scheduler.log_variances is not None:
-        assert scheduler.log_variances.grad is None
+        assert torch.allclose(trainer.weighted_sum(losses), expected)
+    if trainer.learned is not None:
+        assert trainer.learned.log_variances.grad is None
+    else:
+        assert trainer.sink.decisions == []
     iteration, losses = next(stream)
     assert trainer.step(iteration, losses) is not None  # iteration 100 ends the baseline
 
@@ -249,17 +318,24 @@ def test_negative_weight_keeps_its_sign_and_counts_by_magnitude(mode: str) -> No
     assert abs(final[moving] / base[moving] - 1) > 0.05
     losses = {STALL: torch.tensor(0.05), FALL: torch.tensor(2.0)}
     expected = sum(abs(final[name]) * losses[name] for name in base)
-    total = trainer.scheduler.weighted_sum(losses)
+    total = trainer.weighted_sum(losses)
     if mode == "uncertainty":  # minus the log-variance regulariser, which is not a weight
-        reg = trainer.scheduler.weighted_sum({STALL: torch.tensor(0.0), FALL: torch.tensor(0.0)})
+        reg = trainer.weighted_sum({STALL: torch.tensor(0.0), FALL: torch.tensor(0.0)})
         total = total - reg
     assert total.item() == pytest.approx(float(expected), rel=1e-5)
 
 
 def test_missing_loss_is_reported_by_name() -> None:
-    scheduler = make("balance").scheduler
+    learned = make("uncertainty").learned
+    assert learned is not None
     with pytest.raises(ValueError, match=FALL):
-        scheduler.observe(1, {STALL: torch.tensor(1.0)})
+        learned.observe(1, {STALL: torch.tensor(1.0)})
+    # The automation is disabled by the controller (and the weights stay) instead.
+    trainer = make("balance")
+    record = StepRecord(1, {STALL: torch.tensor(1.0)}, {}, {}, None, 0.0, None, 2)
+    trainer.controller.observe_step(record)
+    assert not trainer.controller.is_active("dynamic_loss_scheduling")
+    assert "KeyError" in trainer.sink.decisions[0].reason
 
 
 def test_non_finite_losses_are_left_out_of_the_statistics() -> None:
@@ -296,41 +372,59 @@ def no_host_sync() -> Iterator[None]:
 def test_hot_path_reads_nothing_on_the_host(mode: str) -> None:
     trainer = make(mode, baseline_iterations=0)
     stream = synthetic_losses()
-    trainer.run(stream, INTERVAL)  # past the first update: uncertainty is learning
-    scheduler = trainer.scheduler
+    trainer.run(stream, INTERVAL)  # past the first update: weights are moving
     for _ in range(INTERVAL - 1):
         iteration, losses = next(stream)
         if trainer.optimizer is not None:
             trainer.optimizer.zero_grad()
         with no_host_sync():
-            total = scheduler.weighted_sum(losses)
-            scheduler.weighted_terms(losses)
+            total = trainer.weighted_sum(losses)
             if total.requires_grad:
                 total.backward()
         if trainer.optimizer is not None:
             trainer.optimizer.step()  # torch's Adam reads its step count; not ours
         with no_host_sync():
-            scheduler.observe(iteration, losses)
-            assert scheduler.maybe_update(iteration) is None
+            trainer.observe(iteration, losses)
 
 
 # -------------------------------------------------------------------- resume
+def saved_state(trainer: Trainer) -> dict[str, Any]:
+    if trainer.learned is not None:
+        assert trainer.optimizer is not None
+        state = {"learned": trainer.learned.state_dict(), "opt": trainer.optimizer.state_dict()}
+    else:
+        state = {"controller": trainer.controller.state_dict()}
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+def resume(trainer: Trainer, state: dict[str, Any]) -> None:
+    if trainer.learned is not None:
+        assert trainer.optimizer is not None
+        trainer.learned.load_state_dict(state["learned"])
+        trainer.optimizer.load_state_dict(state["opt"])
+    else:
+        # As the trainer does it: controller state (and knobs) first, then the start.
+        trainer.controller = AutomationController(
+            None, trainer.knobs, trainer.sink, automations=[trainer.automation]
+        )
+        trainer.controller.load_state_dict(state["controller"])
+        info = TrainInfo(10_000, 125, "cpu", True, loss_weights=trainer.base)
+        trainer.controller.on_train_start(info)
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_state_round_trip_gives_identical_future_weights(mode: str) -> None:
     original = make(mode)
     stream = synthetic_losses()
     original.run(stream, 125)  # mid-interval, after the baseline
-    buffer = io.BytesIO()
-    optimizer_state = original.optimizer.state_dict() if original.optimizer else None
-    torch.save({"dls": original.scheduler.state_dict(), "opt": optimizer_state}, buffer)
-    buffer.seek(0)
-    saved = torch.load(buffer, weights_only=True)
+    state = saved_state(original)
 
     resumed = make(mode)
-    resumed.scheduler.load_state_dict(saved["dls"])
-    if resumed.optimizer is not None:
-        resumed.optimizer.load_state_dict(saved["opt"])
-    assert resumed.scheduler.current_weights() == original.scheduler.current_weights()
+    resume(resumed, state)
+    assert resumed.current_weights() == original.current_weights()
     future_original: Trajectory = []
     future_resumed: Trajectory = []
     for _ in range(150):
@@ -344,19 +438,28 @@ def test_state_round_trip_gives_identical_future_weights(mode: str) -> None:
     assert future_original[-1][1] != future_original[0][1]
 
 
-def test_resume_with_other_losses_is_a_user_error() -> None:
-    state = make("balance").scheduler.state_dict()
-    other = DynamicLossScheduler(options("balance"), {STALL: 1.0, "l_g_fft": 0.1})
+def test_resume_with_other_losses_is_a_user_error_for_learned_weights() -> None:
+    learned = make("uncertainty").learned
+    assert learned is not None
+    other = UncertaintyWeighting(options("uncertainty"), {STALL: 1.0, "l_g_fft": 0.1})
     with pytest.raises(UserError, match="l_g_fft"):
-        other.load_state_dict(state)
-    with pytest.raises(UserError, match="dwa"):
-        make("dwa").scheduler.load_state_dict(state)
+        other.load_state_dict(learned.state_dict())
+
+
+def test_automation_starts_afresh_when_the_losses_changed() -> None:
+    trainer = make("balance")
+    trainer.run(synthetic_losses(), 125)
+    state = saved_state(trainer)
+    other = Trainer(options("balance"), {STALL: 1.0, "l_g_fft": 0.1})
+    resume(other, state)
+    assert other.automation.stats is None and other.automation.base == {STALL: 1.0, "l_g_fft": 0.1}
 
 
 # --------------------------------------------------------------- uncertainty
 def test_uncertainty_parameters_receive_gradients_through_weighted_sum() -> None:
     trainer = make("uncertainty", baseline_iterations=0, uncertainty_lr=0.01)
-    scheduler = trainer.scheduler
+    scheduler = trainer.learned
+    assert scheduler is not None
     trainer.run(synthetic_losses(), INTERVAL)
     (log_variances,) = scheduler.parameters()
     group = scheduler.optimizer_param_group()
@@ -379,10 +482,10 @@ def _ddp_worker(rank: int, init_file: str, out_folder: str) -> None:
     try:
         results = {}
         for mode in DDP_MODES:
-            trainer = make(mode)
+            trainer = Trainer(options(mode), {STALL: 1.0, FALL: 1.0}, world_size=2)
             # Each rank sees differently scaled losses with its own noise.
             stream = synthetic_losses(seed=rank, scales=(1.0 + rank, 1.0 - 0.5 * rank))
-            results[mode] = (trainer.run(stream, 150), trainer.scheduler.multipliers())
+            results[mode] = (trainer.run(stream, 150), trainer.current_weights())
         torch.save(results, os.path.join(out_folder, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()

@@ -274,14 +274,15 @@ class UncertaintyWeighting:
     def observe(self, iteration: int, losses: Mapping[str, torch.Tensor]) -> None:
         """One applied step: statistics on the device, the window moved once per interval."""
         self.stats.observe(self._stack(losses))
+        # The step's movement is held to the current window before a new one is anchored.
+        with torch.no_grad():
+            self.log_variances.clamp_(self._lower, self._upper)
         interval = self.config.update_interval
         if self._next_update is None:
             self._next_update = (iteration // interval + 1) * interval
         if iteration >= self._next_update:
             self._next_update = (iteration // interval + 1) * interval
             self._update()
-        with torch.no_grad():
-            self.log_variances.clamp_(self._lower, self._upper)
 
     def _update(self) -> None:
         if not self.stats.refresh(all_reduce=True):
