@@ -15,9 +15,9 @@ from msgspec import Meta
 from traiNNer.automations.base import (
     Automation,
     AutomationConfig,
+    BetterOption,
     Decision,
     Knobs,
-    MetricRead,
     StepRecord,
 )
 from traiNNer.automations.registry import register_automation
@@ -31,12 +31,14 @@ class LRNudgeConfig(AutomationConfig):
     every: Annotated[int, Meta(ge=1)] = 4
     factor: Annotated[float, Meta(gt=0, lt=1)] = 0.9
     metric: str = "psnr"
+    better: BetterOption = "higher"
 
 
 @register_automation
 class LRNudge(Automation):
     name: ClassVar[str] = "lr_nudge"
     config_type: ClassVar[type[AutomationConfig]] = LRNudgeConfig
+    metric_options = (("metric", "better"),)
 
     def __init__(self, config: LRNudgeConfig) -> None:
         super().__init__(config)
@@ -46,10 +48,6 @@ class LRNudge(Automation):
         self.previous_mean: float | None = None
         self.intervals_seen = 0
         self.last_metric = float("nan")
-
-    @classmethod
-    def metric_reads(cls, config: LRNudgeConfig) -> list[MetricRead]:
-        return [MetricRead("metric", config.metric, "higher")]
 
     @classmethod
     def check_options(cls, config: LRNudgeConfig, opt: Options) -> None:

@@ -89,3 +89,31 @@ def test_it_decides_logs_and_resumes_like_a_builtin(
     a = load_file(str(straight / "experiments/unit_run/models/net_g_latest.safetensors"))
     b = load_file(str(experiment / "models" / "net_g_latest.safetensors"))
     assert all(torch.equal(a[name], b[name]) for name in a)
+
+
+def test_switched_off_before_resuming_its_knob_returns_to_the_option_file(
+    tmp_path: Path, tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opts = options(tmp_path, tiny_dataset, factor=0.5)
+    opts["logger"]["save_checkpoint_freq"] = 2
+    opts["logger"]["keep_last_states"] = 0
+    assert run(tmp_path, opts, monkeypatch) == 0
+    experiment = tmp_path / "experiments" / "unit_run"
+    states = sorted((experiment / "training_states").glob("*.state"), key=lambda p: int(p.stem))
+    # The first state in which the automation had lowered the LR, before the end.
+    nudged = next(
+        path
+        for path in states[:-1]
+        if "lr_multiplier" in torch.load(path, weights_only=True)["automations"]["knobs"]
+    )
+    for state in states:
+        if state != nudged:
+            state.unlink()
+    opts["train"]["automations"]["lr_nudge"]["enabled"] = False
+    assert run(tmp_path, opts, monkeypatch, "--auto_resume") == 0
+    final = torch.load(experiment / "training_states" / "16.state", weights_only=True)
+    assert "lr_multiplier" not in final["automations"]["knobs"]
+    logs = "".join(path.read_text() for path in experiment.glob("train_*.log"))
+    assert "[lr_nudge] is not enabled in this run: lr_multiplier returns to the option file" in logs
+    # The LR printed at the end is the schedule's own: 1e-3 x MultiStepLR's 0.5 after 8.
+    assert "iter: 16, lr:(5.000e-04)" in logs.split("Resumed from")[1]

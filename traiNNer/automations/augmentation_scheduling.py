@@ -21,10 +21,9 @@ from msgspec import Meta
 from traiNNer.automations.base import (
     Automation,
     AutomationConfig,
-    Better,
+    BetterOption,
     Decision,
     Knobs,
-    MetricRead,
     TrainInfo,
     metric_value,
 )
@@ -88,9 +87,7 @@ class AugmentationSchedulingConfig(AutomationConfig):
         str | None,
         Meta(description='Validation metric that lowers the probability ("psnr"); null: off.'),
     ] = None
-    better: Annotated[Better, Meta(description="Direction in which the metric improves.")] = (
-        "higher"
-    )
+    better: BetterOption = "higher"
     patience: Annotated[
         int, Meta(ge=0, description="Validations without improvement before lowering.")
     ] = 3
@@ -119,9 +116,7 @@ class AugmentationSchedulingConfig(AutomationConfig):
 class AugmentationScheduling(Automation):
     name: ClassVar[str] = "augmentation_scheduling"
 
-    @classmethod
-    def metric_reads(cls, config: AugmentationSchedulingConfig) -> list[MetricRead]:
-        return [MetricRead("metric", config.metric, config.better)] if config.metric else []
+    metric_options = (("metric", "better"),)
 
     @classmethod
     def check_options(cls, config: AugmentationSchedulingConfig, opt: Options) -> None:

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 Value = float | int | bool | str | dict[str, Any] | None
 Better = Literal["higher", "lower"]
+# The `better` key of automations that watch a validation metric.
+BetterOption = Annotated[Better, Meta(description="Direction in which the metric improves.")]
 
 
 class AutomationConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -150,7 +152,10 @@ class Automation:
     - `oom_priority`: on an out-of-memory error remedies are asked in ascending order
       and the first that acts wins (cheap memory savings before a smaller batch);
     - `startup_priority`: order of the `run_startup` phases (optimizer race first);
-    - `metric_reads` / `check_options`: cross-checks against the rest of the options.
+    - `metric_options`: (metric key, direction key) pairs of its config, e.g.
+      `(("metric", "better"),)`: the metrics it reads, checked against `val.metrics`
+      at load (override `metric_reads` for anything else);
+    - `check_options`: other cross-checks against the rest of the options.
     """
 
     name: ClassVar[str]
@@ -158,11 +163,17 @@ class Automation:
     actions: ClassVar[frozenset[str]] = frozenset()
     oom_priority: ClassVar[int] = 100
     startup_priority: ClassVar[int] = 100
+    metric_options: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     @classmethod
     def metric_reads(cls, config: Any) -> list[MetricRead]:
         """The validation metrics this automation reads with `config` (for the loader)."""
-        return []
+        reads: list[MetricRead] = []
+        for metric_key, better_key in cls.metric_options:
+            metric = getattr(config, metric_key)
+            if metric is not None:  # an optional metric left null is off
+                reads.append(MetricRead(metric_key, metric, getattr(config, better_key)))
+        return reads
 
     @classmethod
     def check_options(cls, config: Any, opt: Options) -> None:

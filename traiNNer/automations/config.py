@@ -19,9 +19,14 @@ from traiNNer.automations.registry import registered_automations
 _STRUCTS: dict[tuple[tuple[str, type[AutomationConfig]], ...], type[msgspec.Struct]] = {}
 
 
-def automations_options_type() -> type[msgspec.Struct]:
-    """A strict struct with one optional field per registered automation."""
-    key = tuple((name, cls.config_type) for name, cls in registered_automations().items())
+def automations_options_type(builtin_only: bool = False) -> type[msgspec.Struct]:
+    """A strict struct with one optional field per registered automation (or per
+    automation of this package: the documented ones)."""
+    key = tuple(
+        (name, cls.config_type)
+        for name, cls in registered_automations().items()
+        if not builtin_only or cls.__module__.startswith(f"{__package__}.")
+    )
     if key not in _STRUCTS:
         _STRUCTS[key] = msgspec.defstruct(
             "AutomationsOptions",
@@ -53,4 +58,4 @@ def enabled_automations(options: Any) -> dict[str, AutomationConfig]:
 if TYPE_CHECKING:
     AutomationsOptions = msgspec.Struct
 else:
-    AutomationsOptions = automations_options_type()
+    AutomationsOptions = automations_options_type(builtin_only=True)

@@ -10,16 +10,16 @@ weights as `net_g_best`, and prints `summary()`.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from msgspec import Meta
 
 from traiNNer.automations.base import (
     Automation,
     AutomationConfig,
+    BetterOption,
     Decision,
     Knobs,
-    MetricRead,
 )
 from traiNNer.automations.registry import register_automation
 
@@ -30,9 +30,7 @@ class EarlyStoppingConfig(AutomationConfig):
     metric: Annotated[
         str, Meta(description="Validation metric to monitor, e.g. psnr or <dataset>/psnr.")
     ] = "psnr"
-    better: Annotated[
-        Literal["higher", "lower"], Meta(description="Direction in which the metric improves.")
-    ] = "higher"
+    better: BetterOption = "higher"
     patience: Annotated[
         int, Meta(ge=1, description="Validations without improvement before stopping.")
     ] = 10
@@ -62,9 +60,7 @@ class EarlyStopping(Automation):
     name = "early_stopping"
     actions = frozenset({"restore_best_weights"})
 
-    @classmethod
-    def metric_reads(cls, config: EarlyStoppingConfig) -> list[MetricRead]:
-        return [MetricRead("metric", config.metric, config.better)]
+    metric_options = (("metric", "better"),)
 
     config_type = EarlyStoppingConfig
 

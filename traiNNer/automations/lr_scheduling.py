@@ -33,9 +33,9 @@ from msgspec import Meta
 from traiNNer.automations.base import (
     Automation,
     AutomationConfig,
+    BetterOption,
     Decision,
     Knobs,
-    MetricRead,
     StepRecord,
     TrainInfo,
 )
@@ -79,9 +79,7 @@ class LRSchedulingConfig(AutomationConfig):
             description="Validation metric to watch, e.g. psnr or <dataset>/psnr (None: loss only)."
         ),
     ] = None
-    metric_better: Annotated[
-        Literal["higher", "lower"], Meta(description="Direction in which the metric improves.")
-    ] = "higher"
+    metric_better: BetterOption = "higher"
     metric_patience: Annotated[
         int,
         Meta(ge=0, description="Reduce after more than this many validations without improvement."),
@@ -229,11 +227,7 @@ class LRScheduling(Automation):
     name = "lr_scheduling"
     actions = frozenset({"restore_best_weights"})
 
-    @classmethod
-    def metric_reads(cls, config: LRSchedulingConfig) -> list[MetricRead]:
-        if config.metric is None:
-            return []
-        return [MetricRead("metric", config.metric, config.metric_better)]
+    metric_options = (("metric", "metric_better"),)
 
     config_type = LRSchedulingConfig
 

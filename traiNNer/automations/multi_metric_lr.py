@@ -30,7 +30,7 @@ from msgspec import Meta
 from traiNNer.automations.base import (
     Automation,
     AutomationConfig,
-    Better,
+    BetterOption,
     Decision,
     Knobs,
     MetricRead,
@@ -46,7 +46,7 @@ SCALARS_INTERVAL = 100  # iterations between TensorBoard scalars
 class MetricTerm(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """One metric of the composite."""
 
-    better: Annotated[Better, Meta(description="Direction in which the metric improves.")]
+    better: BetterOption
     weight: Annotated[float, Meta(gt=0, description="Relative weight in the composite.")] = 1.0
 
 

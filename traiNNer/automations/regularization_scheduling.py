@@ -24,10 +24,9 @@ from traiNNer.automations.augmentation_scheduling import ramp_progress, schedule
 from traiNNer.automations.base import (
     Automation,
     AutomationConfig,
-    Better,
+    BetterOption,
     Decision,
     Knobs,
-    MetricRead,
     StepRecord,
     TrainInfo,
     metric_value,
@@ -60,9 +59,7 @@ class RegularizationSchedulingConfig(AutomationConfig):
         str | None,
         Meta(description='Validation metric for the overfitting check ("psnr"); null: off.'),
     ] = None
-    better: Annotated[Better, Meta(description="Direction in which the metric improves.")] = (
-        "higher"
-    )
+    better: BetterOption = "higher"
     loss_key: Annotated[
         str,
         Meta(description="Training loss followed (the sum of all losses if it is absent)."),
@@ -98,11 +95,7 @@ class RegularizationSchedulingConfig(AutomationConfig):
 class RegularizationScheduling(Automation):
     name: ClassVar[str] = "regularization_scheduling"
 
-    @classmethod
-    def metric_reads(cls, config: RegularizationSchedulingConfig) -> list[MetricRead]:
-        if config.overfit_metric is None:
-            return []
-        return [MetricRead("overfit_metric", config.overfit_metric, config.better)]
+    metric_options = (("overfit_metric", "better"),)
 
     config_type: ClassVar[type[AutomationConfig]] = RegularizationSchedulingConfig
 

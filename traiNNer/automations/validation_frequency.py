@@ -25,9 +25,9 @@ from traiNNer.automations.base import (
     Automation,
     AutomationConfig,
     Better,
+    BetterOption,
     Decision,
     Knobs,
-    MetricRead,
     TrainInfo,
     metric_value,
 )
@@ -49,9 +49,7 @@ class ValidationFrequencyConfig(AutomationConfig):
     metric: Annotated[
         str, Meta(description='Validation metric watched, "psnr" or "<dataset>/psnr".')
     ] = "psnr"
-    better: Annotated[Better, Meta(description="Direction in which the metric improves.")] = (
-        "higher"
-    )
+    better: BetterOption = "higher"
     window: Annotated[
         int, Meta(ge=2, description="Validations over which the improvement rate is measured.")
     ] = 3
@@ -107,9 +105,7 @@ def improvement_rate(history: list[tuple[int, float]], better: Better) -> float:
 class ValidationFrequency(Automation):
     name: ClassVar[str] = "validation_frequency"
 
-    @classmethod
-    def metric_reads(cls, config: ValidationFrequencyConfig) -> list[MetricRead]:
-        return [MetricRead("metric", config.metric, config.better)] if config.metric else []
+    metric_options = (("metric", "better"),)
 
     config_type: ClassVar[type[AutomationConfig]] = ValidationFrequencyConfig
 
