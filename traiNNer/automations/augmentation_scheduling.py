@@ -115,7 +115,7 @@ class AugmentationSchedulingConfig(AutomationConfig):
 @register_automation
 class AugmentationScheduling(Automation):
     name: ClassVar[str] = "augmentation_scheduling"
-
+    config_type: ClassVar[type[AutomationConfig]] = AugmentationSchedulingConfig
     metric_options = (("metric", "better"),)
 
     @classmethod
@@ -125,8 +125,6 @@ class AugmentationScheduling(Automation):
                 "train.automations.augmentation_scheduling: schedules MoA, which is off; "
                 "set train.use_moa: true or disable it"
             )
-
-    config_type: ClassVar[type[AutomationConfig]] = AugmentationSchedulingConfig
 
     def __init__(self, config: AugmentationSchedulingConfig) -> None:
         super().__init__(config)

@@ -173,10 +173,10 @@ class BatchSizeSearch:
 @register_automation
 class BatchSizeAutomation(Automation):
     name = "batch_size"
+    config_type = BatchSizeConfig
     oom_priority = 20
     # Measures the optimizer in use, so it runs after the optimizer race.
     startup_priority = 20
-    config_type = BatchSizeConfig
 
     def __init__(self, config: BatchSizeConfig) -> None:
         super().__init__(config)

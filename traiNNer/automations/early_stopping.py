@@ -58,11 +58,9 @@ class EarlyStoppingConfig(AutomationConfig):
 @register_automation
 class EarlyStopping(Automation):
     name = "early_stopping"
-    actions = frozenset({"restore_best_weights"})
-
-    metric_options = (("metric", "better"),)
-
     config_type = EarlyStoppingConfig
+    actions = frozenset({"restore_best_weights"})
+    metric_options = (("metric", "better"),)
 
     def __init__(self, config: EarlyStoppingConfig) -> None:
         super().__init__(config)

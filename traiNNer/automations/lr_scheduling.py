@@ -225,11 +225,9 @@ class SmoothedLoss:
 @register_automation
 class LRScheduling(Automation):
     name = "lr_scheduling"
-    actions = frozenset({"restore_best_weights"})
-
-    metric_options = (("metric", "metric_better"),)
-
     config_type = LRSchedulingConfig
+    actions = frozenset({"restore_best_weights"})
+    metric_options = (("metric", "metric_better"),)
 
     def __init__(self, config: LRSchedulingConfig) -> None:
         super().__init__(config)

@@ -102,12 +102,11 @@ def running_scale(values: list[float], window: int) -> float:
 @register_automation
 class MultiMetricLR(Automation):
     name: ClassVar[str] = "multi_metric_lr"
+    config_type: ClassVar[type[AutomationConfig]] = MultiMetricLRConfig
 
     @classmethod
     def metric_reads(cls, config: MultiMetricLRConfig) -> list[MetricRead]:
         return [MetricRead(f"metrics.{m}", m, term.better) for m, term in config.metrics.items()]
-
-    config_type: ClassVar[type[AutomationConfig]] = MultiMetricLRConfig
 
     def __init__(self, config: MultiMetricLRConfig) -> None:
         super().__init__(config)

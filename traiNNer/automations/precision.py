@@ -114,10 +114,10 @@ def _fallback_for(current: Precision, bf16_supported: bool) -> Precision | None:
 @register_automation
 class PrecisionAutomation(Automation):
     name: ClassVar[str] = "precision"
+    config_type: ClassVar[type[AutomationConfig]] = PrecisionConfig
     actions = frozenset({"save_good_state", "restore_last_good_state"})
     # Memory savings (activation checkpointing) come before a smaller batch.
     oom_priority = 10
-    config_type: ClassVar[type[AutomationConfig]] = PrecisionConfig
 
     def __init__(self, config: PrecisionConfig) -> None:
         super().__init__(config)

@@ -94,10 +94,8 @@ class RegularizationSchedulingConfig(AutomationConfig):
 @register_automation
 class RegularizationScheduling(Automation):
     name: ClassVar[str] = "regularization_scheduling"
-
-    metric_options = (("overfit_metric", "better"),)
-
     config_type: ClassVar[type[AutomationConfig]] = RegularizationSchedulingConfig
+    metric_options = (("overfit_metric", "better"),)
 
     def __init__(self, config: RegularizationSchedulingConfig) -> None:
         super().__init__(config)

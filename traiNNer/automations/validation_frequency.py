@@ -104,10 +104,8 @@ def improvement_rate(history: list[tuple[int, float]], better: Better) -> float:
 @register_automation
 class ValidationFrequency(Automation):
     name: ClassVar[str] = "validation_frequency"
-
-    metric_options = (("metric", "better"),)
-
     config_type: ClassVar[type[AutomationConfig]] = ValidationFrequencyConfig
+    metric_options = (("metric", "better"),)
 
     def __init__(self, config: ValidationFrequencyConfig) -> None:
         super().__init__(config)
