@@ -31,6 +31,7 @@ from traiNNer.training.best_metrics import BestMetrics
 from traiNNer.training.devices import select_device
 from traiNNer.training.interrupt import GracefulInterrupt
 from traiNNer.training.knobs import Knobs
+from traiNNer.training.signal_trace import SignalTrace
 from traiNNer.training.trainer import Trainer
 from traiNNer.training.trials import TrialRunner
 from traiNNer.utils.checkpoint import (
@@ -119,6 +120,8 @@ def train(args: argparse.Namespace) -> int:
         opt, model, automations, knobs, batches, BestMetrics(opt), paths, dist, seed, log, tb
     )
     trainer.next_val_iter = knobs.val_interval
+    if opt.logger.signal_trace and dist.is_main:
+        trainer.trace = SignalTrace(paths.root / "signals.jsonl")
     if resume_state is not None:
         trainer.load_checkpoint(resume_state)
         log.info(f"Resumed from {resume_path} at iteration {trainer.iteration:,}")

@@ -82,6 +82,9 @@ class StepRecord:
     step_time: float
     peak_memory: int | None
     batch_size: int
+    # False when the step was skipped (non-finite loss or gradient): the weights did not
+    # change. A host bool the step has already read, so reading it costs nothing.
+    applied: bool = True
 
 
 @dataclass(frozen=True)

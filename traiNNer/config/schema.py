@@ -130,6 +130,14 @@ class LoggerOptions(StrictStruct):
         int, Meta(ge=0, description="Training states kept on disk; 0 keeps all.")
     ] = 0
     progress_bar: bool = True
+    signal_trace: Annotated[
+        bool,
+        Meta(
+            description="Write experiments/<name>/signals.jsonl: every step's losses, "
+            "gradient norms and loss scale, and every validation's metrics, for "
+            "scripts/automations/replay.py."
+        ),
+    ] = False
 
 
 class DistParams(StrictStruct):

@@ -260,6 +260,7 @@ class BaseModel:
             step_time=step_time,
             peak_memory=self._step_peak_memory(),
             batch_size=batch["lq"].shape[0],
+            applied=step_ok,
         )
         if step_ok:
             self._accumulate_for_log(loss_sums, grad_norm)

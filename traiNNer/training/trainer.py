@@ -22,6 +22,7 @@ from traiNNer.models.sr_model import SRModel, release_memory
 from traiNNer.training.batches import TrainBatches, first_samples
 from traiNNer.training.best_metrics import BestMetrics
 from traiNNer.training.knobs import Knobs
+from traiNNer.training.signal_trace import SignalTrace
 from traiNNer.utils.checkpoint import prune_training_states, save_training_state
 from traiNNer.utils.dist import DistInfo, broadcast_object
 from traiNNer.utils.errors import UserError
@@ -60,6 +61,8 @@ class Trainer:
     tb: TensorBoard
     iteration: int = 0
     next_val_iter: int = 0
+    # logger.signal_trace: every step's signals for scripts/automations/replay.py (rank 0).
+    trace: SignalTrace | None = None
     timer: IterationTimer = field(init=False)
 
     def __post_init__(self) -> None:
@@ -70,6 +73,8 @@ class Trainer:
         """Weights users run plus a resumable training state (rank 0)."""
         if not self.dist.is_main or self.iteration == 0:
             return
+        if self.trace is not None:
+            self.trace.flush()
         self.model.save_network(self.paths.models, self.iteration)
         state = {
             "iteration": self.iteration,
@@ -94,6 +99,8 @@ class Trainer:
         self.iteration = int(state["iteration"])
         self.next_val_iter = int(state["next_val_iter"])
         self.timer = IterationTimer(self.iteration)
+        if self.trace is not None:
+            self.trace.truncate_after(self.iteration)
 
     # ------------------------------------------------------------------- step
     def train_step(self) -> None:
@@ -102,11 +109,13 @@ class Trainer:
         self.model.update_learning_rate(self.iteration)
         while True:
             try:
-                self.model.optimize_parameters(batch, self.iteration + 1)
+                record = self.model.optimize_parameters(batch, self.iteration + 1)
                 break
             except torch.OutOfMemoryError:
                 batch = self._recover_from_oom(batch)
         self.iteration += 1
+        if self.trace is not None:
+            self.trace.add_step(record)
         self.perform_actions()
         self.batches.set_batch_size(self.knobs.batch_size * self.knobs.accum_iter)
 
@@ -151,6 +160,8 @@ class Trainer:
     def log_status(self) -> None:
         model, iteration = self.model, self.iteration
         values = model.pop_log_values()
+        if self.trace is not None:
+            self.trace.flush()
         rate = self.timer.rate(iteration)
         peak_bytes = model.pop_peak_memory()
         peak = peak_bytes / 1024**3 if peak_bytes is not None else None
@@ -198,6 +209,8 @@ class Trainer:
             self.log.info(f"Validation {name} at iter {iteration:,}: {text}")
         # Rank 0 validated; every rank acts on the same values.
         metrics = broadcast_object(metrics, self.dist)  # type: ignore[assignment]
+        if self.trace is not None:
+            self.trace.add_validation(iteration, metrics)
         if self.dist.is_main and self.best.update(metrics, iteration, model):
             model.save_network(self.paths.models, "best")
         model.feed_plateau_schedule(metrics)
