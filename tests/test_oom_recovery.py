@@ -72,6 +72,7 @@ def test_batch_search_finds_the_largest_fitting_size_with_margin(
         "batch_size": {
             "enabled": True,
             "search": True,
+            "search_on_cpu": True,  # the injected OOM stands in for a GPU's memory
             "max_batch_size": 16,
             "margin": 0.1,
             "steps_per_trial": 1,

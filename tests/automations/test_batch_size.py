@@ -128,7 +128,8 @@ def test_search_respects_max_trials() -> None:
 def test_controller_search_sets_batch_and_keeps_the_effective_batch() -> None:
     controller, knobs, _ = setup(batch_size=16, accum_iter=4, max_batch_size=128, margin=0.1)
     applied = controller.run_startup(as_trials(fits_up_to(37)))
-    assert (knobs.batch_size, knobs.accum_iter) == (33, 2)  # 64 / 33 rounds to 2
+    # Largest fit 37 less 10% is 33; the largest divisor of the effective 64 below it is 32.
+    assert (knobs.batch_size, knobs.accum_iter) == (32, 2)
     assert [d.parameter for d in applied] == ["batch_size", "accum_iter"]
     assert "largest fitting batch 37" in applied[0].reason and "64 (OOM)" in applied[0].reason
     automation = controller.get("batch_size")
@@ -257,19 +258,38 @@ def test_growth_with_keep_effective_batch_stops_at_the_effective_batch() -> None
 
 
 def test_failing_sizes_survive_a_resume() -> None:
-    controller, _, _ = setup(batch_size=32, accum_iter=1, max_batch_size=64)
+    # Without keep_effective_batch the search may go above the configured batch.
+    controller, _, _ = setup(
+        batch_size=32, accum_iter=1, max_batch_size=64, keep_effective_batch=False
+    )
     controller.on_oom(10, "train")  # 32 fails
     buffer = io.BytesIO()
     torch.save(controller.state_dict(), buffer)
     buffer.seek(0)
 
-    resumed, resumed_knobs, _ = setup(batch_size=32, accum_iter=1, max_batch_size=64)
+    resumed, resumed_knobs, _ = setup(
+        batch_size=32, accum_iter=1, max_batch_size=64, keep_effective_batch=False
+    )
     resumed.load_state_dict(torch.load(buffer, weights_only=True))
-    assert resumed_knobs.batch_size == 16  # the shrunk size comes back too
+    assert resumed_knobs.batch_size == 24  # the shrunk size (32 x 0.75) comes back too
     probe = fits_up_to(1000)
     resumed.run_startup(as_trials(probe))
     assert max(probe.asked) < 32
     assert resumed_knobs.batch_size == 27  # largest fit 31, less 10%
+
+
+def test_search_never_exceeds_the_effective_batch_and_skips_a_cpu() -> None:
+    controller, knobs, _ = setup(batch_size=4, accum_iter=1, max_batch_size=64)
+    probe = fits_up_to(1000)
+    controller.run_startup(as_trials(probe))
+    assert max(probe.asked) <= 4 and (knobs.batch_size, knobs.accum_iter) == (4, 1)
+    automation = BatchSizeAutomation(BatchSizeConfig(enabled=True))
+    cpu = AutomationController(None, Knobs(batch_size=4), Sink(), automations=[automation])
+    cpu.on_train_start(
+        TrainInfo(total_iter=100, start_iter=0, device_type="cpu", bf16_supported=True)
+    )
+    probe = fits_up_to(1000)
+    assert cpu.run_startup(as_trials(probe)) == [] and probe.asked == []
 
 
 def test_configured_batch_outside_the_bounds_is_clamped_at_start() -> None:

@@ -51,6 +51,13 @@ class BatchSizeConfig(AutomationConfig):
         SearchMode,
         Meta(description="power: doubling only; binsearch: doubling, then bisection."),
     ] = "binsearch"
+    search_on_cpu: Annotated[
+        bool,
+        Meta(
+            description="Search on a CPU too (memory does not limit a CPU run, so by "
+            "default the configured batch is kept there)."
+        ),
+    ] = False
     steps_per_trial: Annotated[
         int, Meta(ge=1, description="Training steps run at each candidate size.")
     ] = 3
@@ -69,7 +76,11 @@ class BatchSizeConfig(AutomationConfig):
         float, Meta(gt=0, lt=1, description="On a training OOM the batch becomes batch x this.")
     ] = 0.75
     keep_effective_batch: Annotated[
-        bool, Meta(description="Change accum_iter so that batch x accum_iter stays constant.")
+        bool,
+        Meta(
+            description="Change accum_iter so that batch x accum_iter stays the configured "
+            "effective batch (the search then never goes above it)."
+        ),
     ] = True
     max_accum_iter: Annotated[int, Meta(ge=1, description="Largest accum_iter it may set.")] = 16
     grow: Annotated[
@@ -167,6 +178,8 @@ class BatchSizeSearch:
                 f"{self.min_size} up fits in memory (tried: {tried}); lower lq_size or "
                 f"min_batch_size, or enable the precision automation"
             )
+        if not self.failures and self.largest_fit >= self.max_size:
+            return self.largest_fit  # the cap was reached without an OOM: no margin needed
         return max(self.min_size, math.floor(self.largest_fit * (1 - self.margin)))
 
 
@@ -184,6 +197,7 @@ class BatchSizeAutomation(Automation):
         self.failures: set[int] = set()
         self.effective_batch: int | None = None
         self.total_memory: int | None = None
+        self.device_type = "cuda"
         self._window_peak = 0
         self._low_since: int | None = None
         self._last_fraction = math.nan
@@ -195,9 +209,14 @@ class BatchSizeAutomation(Automation):
     # -------------------------------------------------------------- search
 
     def new_search(self, start: int) -> BatchSizeSearch:
+        # With keep_effective_batch a micro-batch never exceeds the effective batch: the
+        # search trades accumulation for micro-batch size, it does not grow the batch.
+        high = self.options.max_batch_size
+        if self.options.keep_effective_batch and self.effective_batch is not None:
+            high = max(self.options.min_batch_size, min(high, self.effective_batch))
         return BatchSizeSearch(
             self.options.min_batch_size,
-            self.options.max_batch_size,
+            high,
             start=start,
             margin=self.options.margin,
             mode=self.options.search_mode,
@@ -209,7 +228,8 @@ class BatchSizeAutomation(Automation):
         self, search: BatchSizeSearch, knobs: Knobs, iteration: int
     ) -> list[Decision]:
         self.failures |= search.failures
-        size = search.result()
+        # A divisor of the effective batch, so batch x accum_iter is exactly what was asked.
+        size = self._divisor_at_most(search.result())
         trials = ", ".join(f"{s}{'' if ok else ' (OOM)'}" for s, ok in search.trials)
         reason = (
             f"largest fitting batch {search.largest_fit} less margin {self.options.margin:.0%} "
@@ -220,6 +240,9 @@ class BatchSizeAutomation(Automation):
     def run_startup(self, trials: TrialSteps, knobs: Knobs) -> list[Decision]:
         """Find the largest batch that fits with real steps (`steps_per_trial` per size)."""
         if not self.options.search:
+            return []
+        if self.device_type == "cpu" and not self.options.search_on_cpu:
+            logger.info("[batch_size] no batch search on a CPU: memory is not what limits it")
             return []
         if self.effective_batch is None:
             self.effective_batch = knobs.batch_size * knobs.accum_iter
@@ -234,6 +257,7 @@ class BatchSizeAutomation(Automation):
 
     def on_train_start(self, info: TrainInfo, knobs: Knobs) -> list[Decision]:
         self.total_memory = info.device_total_memory
+        self.device_type = info.device_type
         if self.effective_batch is None:
             self.effective_batch = knobs.batch_size * knobs.accum_iter
         if self.options.grow and self.total_memory is None:

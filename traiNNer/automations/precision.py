@@ -10,10 +10,11 @@ Snapshots: while training is clean the automation asks the trainer to keep a cop
 the weights and optimizer state (`save_good_state`, once per `snapshot_interval`
 iterations, and at every (re)start). A switch also asks to restore that copy
 (`restore_last_good_state`) when non-finite values may have reached the weights: an
-applied optimizer step (a `StepRecord`) without a GradScaler (bf16, fp32) whose loss
-or gradient norm was not finite. Under fp16 the GradScaler skips such steps, and the
-trainer skips steps with a non-finite loss, so then the weights are intact and
-training simply continues at the higher precision.
+applied optimizer step (`StepRecord.applied`) without a GradScaler (bf16, fp32) whose
+loss or gradient norm was not finite. A step the trainer skipped (non-finite loss or
+gradient) changed no weight, and under fp16 the GradScaler skips overflowing steps
+itself, so then the weights are intact, snapshots go on, and training simply continues
+at the higher precision.
 
 Going back to a lower precision happens only after `probation_iters` clean
 iterations at the higher one (0 = never), and each precision is retried at most once.
@@ -247,6 +248,8 @@ class PrecisionAutomation(Automation):
         )
 
     def _watch_applied_step(self, record: StepRecord) -> None:
+        if not record.applied:
+            return  # a skipped step changed no weight: nothing reached them
         values = [*record.losses.values(), *record.grad_norms.values()]
         if not values:
             return

@@ -111,6 +111,8 @@ class BaseModel:
             # The weight-decay knob is the run's weight decay, whichever optimizer holds it;
             # a race candidate trains with its own arguments.
             self._applied_weight_decay = None
+        # Schedule-free optimizers are built in eval mode and refuse to step in it.
+        self.optimizer_train_mode()
 
     def _wanted_optimizer(self) -> tuple[str, dict[str, Any]]:
         """(type, kwargs): a trial's, else the one optimizer_selection chose, else optim_g."""
@@ -149,14 +151,12 @@ class BaseModel:
                     group["weight_decay"] = self.knobs.weight_decay
             self._applied_weight_decay = self.knobs.weight_decay
 
-    def update_learning_rate(self, iteration: int) -> None:
-        """LR = base * schedule(iter) * warmup(iter) * automation multiplier."""
+    def update_learning_rate(self, iteration: int, warmup: bool = True) -> None:
+        """LR = base * schedule(iter) * warmup(iter) * automation multiplier (`warmup`
+        False: the LR after warmup, as trial steps use to measure the real optimizer)."""
         assert self.optimizer is not None
-        factor = (
-            self.schedule.factor(iteration)
-            * warmup_factor(iteration, self.train_opt.warmup_iter)
-            * self.knobs.lr_multiplier
-        )
+        warm = warmup_factor(iteration, self.train_opt.warmup_iter) if warmup else 1.0
+        factor = self.schedule.factor(iteration) * warm * self.knobs.lr_multiplier
         for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
             group["lr"] = base_lr * factor
 
@@ -202,6 +202,7 @@ class BaseModel:
         give `micro_batch` to step at a size the knobs do not hold)."""
         self.apply_knobs()
         assert self.optimizer is not None
+        self.optimizer_train_mode()  # a no-op unless a schedule-free one was left in eval
         net = self.net_g
         net.train()
         chunks = list(self.split_batch(self.prepare_batch(batch), micro_batch))
@@ -234,6 +235,10 @@ class BaseModel:
         finite = torch.isfinite(total_sum)
         if self.precision != "fp16":
             finite = finite & torch.isfinite(grad_norm)
+        if self.dist.enabled:
+            # Every rank skips or steps alike: a NaN on one rank only would otherwise leave
+            # the ranks' weights (and, under fp16, the scaler's collectives) out of step.
+            finite = self._all_ranks_finite(finite)
         step_ok = bool(finite)
         if step_ok:
             self.scaler.step(self.optimizer)
@@ -267,6 +272,13 @@ class BaseModel:
         if self.observer is not None:
             self.observer.observe_step(record)
         return record
+
+    def _all_ranks_finite(self, finite: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        flag = finite.to(torch.float32).reshape(1)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)  # on the device: no extra host read
+        return flag[0] > 0
 
     def _step_peak_memory(self) -> int | None:
         """Peak allocated bytes during this step (allocator counters: no device sync)."""

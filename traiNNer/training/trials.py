@@ -70,7 +70,8 @@ class TrialRunner:
                     model.use_trial_optimizer(optimizer)
                 for step in range(steps):
                     batch = self._batch(step, batch_size)
-                    model.update_learning_rate(step)
+                    # At the LR training runs at, not warmup's first tenth of it.
+                    model.update_learning_rate(step, warmup=False)
                     record = model.optimize_parameters(batch, step + 1, micro_batch=batch_size)
                     losses.append(record.losses["l_g_total"])
             except torch.OutOfMemoryError:
