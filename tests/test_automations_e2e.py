@@ -34,7 +34,14 @@ def all_automations() -> dict[str, Any]:
             "factor": 0.7,
             "threshold": 0.05,
         },
-        "batch_size": {"enabled": True, "search": True, "max_batch_size": 4, "steps_per_trial": 1},
+        "batch_size": {
+            "enabled": True,
+            "search": True,
+            "search_on_cpu": True,
+            "keep_effective_batch": False,
+            "max_batch_size": 4,
+            "steps_per_trial": 1,
+        },
         "adaptive_gradient_clipping": {
             "enabled": True,
             "mode": "rule",
@@ -82,6 +89,7 @@ def all_automations() -> dict[str, Any]:
             "cooldown": 0,
             "scale_window": 2,
             "metrics": {"psnr": {"better": "higher"}, "ssim": {"better": "higher", "weight": 0.5}},
+            "compound_with_lr_scheduling": True,
         },
     }
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import msgspec
 from msgspec import Meta
@@ -38,6 +38,10 @@ from traiNNer.automations.base import (
 )
 from traiNNer.automations.plateau import PlateauDetector
 from traiNNer.automations.registry import register_automation
+from traiNNer.utils.errors import ConfigError
+
+if TYPE_CHECKING:
+    from traiNNer.config.schema import Options
 
 OPTION = "train.automations.multi_metric_lr"
 SCALARS_INTERVAL = 100  # iterations between TensorBoard scalars
@@ -83,6 +87,14 @@ class MultiMetricLRConfig(AutomationConfig):
         int, Meta(ge=2, description="Validations kept to re-express the composite.")
     ] = 500
 
+    compound_with_lr_scheduling: Annotated[
+        bool,
+        Meta(
+            description="Allow lr_scheduling on at the same time; their LR cuts then "
+            "multiply (off: enabling both is an error)."
+        ),
+    ] = False
+
     def __post_init__(self) -> None:
         if self.enabled and not self.metrics:
             raise ValueError(
@@ -107,6 +119,22 @@ class MultiMetricLR(Automation):
     @classmethod
     def metric_reads(cls, config: MultiMetricLRConfig) -> list[MetricRead]:
         return [MetricRead(f"metrics.{m}", m, term.better) for m, term in config.metrics.items()]
+
+    @classmethod
+    def check_options(cls, config: MultiMetricLRConfig, opt: Options) -> None:
+        """Both LR automations multiply one lr_multiplier: only together when told to."""
+        from traiNNer.automations.config import enabled_automations
+
+        automations = opt.train.automations if opt.train is not None else None
+        if (
+            "lr_scheduling" in enabled_automations(automations)
+            and not config.compound_with_lr_scheduling
+        ):
+            raise ConfigError(
+                "train.automations.multi_metric_lr: lr_scheduling is on too, and both multiply "
+                "the same LR multiplier, so their cuts would compound; enable one of them, or "
+                "set multi_metric_lr.compound_with_lr_scheduling: true to accept that"
+            )
 
     def __init__(self, config: MultiMetricLRConfig) -> None:
         super().__init__(config)
