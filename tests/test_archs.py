@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from torch import nn
 
 import traiNNer.archs  # noqa: F401 - fills ARCH_REGISTRY
 from traiNNer.archs.paragonsr2 import ParagonSR2
+from traiNNer.archs.spandrel_archs import COMPACT_FAMILY, ESRGAN_SCALES
+from traiNNer.archs.variants import Variant, VariantFactory
 from traiNNer.config.validation import check_kwargs
 from traiNNer.utils.errors import ConfigError
 from traiNNer.utils.registry import ARCH_REGISTRY
@@ -125,6 +128,46 @@ def test_factory_signature_is_checkable_by_the_trainer(name: str) -> None:
         assert param.kind is inspect.Parameter.KEYWORD_ONLY, param.name
         assert param.annotation is not inspect.Parameter.empty, param.name
         assert param.default is not inspect.Parameter.empty, param.name
+
+
+@pytest.mark.parametrize("name", ARCH_REGISTRY.names())
+def test_signature_and_type_hints_agree(name: str) -> None:
+    # The config check reads annotations through both; a variant's own defaults
+    # come from its table row.
+    factory = ARCH_REGISTRY.get(name)
+    params = inspect.signature(factory).parameters
+    hints = typing.get_type_hints(factory)
+    assert {key: p.annotation for key, p in params.items()} == {
+        key: hint for key, hint in hints.items() if key != "return"
+    }
+    assert isinstance(factory(**{**TINY_KWARGS[name], "scale": 2}), hints["return"])
+
+
+def test_variant_rows_set_defaults_scales_and_notes() -> None:
+    params = inspect.signature(ARCH_REGISTRY.get("superultracompact")).parameters
+    assert (params["num_feat"].default, params["num_conv"].default) == (24, 8)
+    assert inspect.signature(ARCH_REGISTRY.get("compact")).parameters["num_feat"].default == 64
+    assert ARCH_REGISTRY.get("esrgan_lite").supported_scales == ESRGAN_SCALES
+    # traiNNer-redux's departures from spandrel are noted after the summary paragraph.
+    doc = ARCH_REGISTRY.get("omnisr").__doc__
+    assert doc is not None and doc.startswith("Omni-SR (omni self-attention).\n\n")
+    assert "res_num" in doc
+    row = Variant(COMPACT_FAMILY, "A test row.", {"num_feat": 8, "num_conv": 1}, scales=(2,))
+    factory = VariantFactory("compact_test", row)
+    assert factory.supported_scales == (2,)
+    first_conv = next(m for m in factory(scale=2).modules() if isinstance(m, nn.Conv2d))
+    assert first_conv.out_channels == 8
+    with pytest.raises(ConfigError, match=r"scale: compact_test does not support scale 4"):
+        factory(scale=4)
+
+
+def test_variant_rows_and_calls_reject_unknown_hyperparameters() -> None:
+    with pytest.raises(TypeError, match="num_feats is not a hyperparameter"):
+        VariantFactory("bad", Variant(COMPACT_FAMILY, "Typo.", {"num_feats": 8}))
+    with pytest.raises(TypeError, match="num_feats"):
+        ARCH_REGISTRY.get("compact")(scale=2, num_feats=8)
+    with pytest.raises(TypeError):
+        ARCH_REGISTRY.get("compact")(2)
 
 
 @pytest.mark.parametrize("name", ["paragonsr2_nano", "esrgan", "dat_light"])

@@ -24,16 +24,16 @@ to save memory (only while training).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import cast
+from dataclasses import asdict, dataclass
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from traiNNer.archs.variants import Family, Variant, register_variants
 from traiNNer.utils.errors import ConfigError
-from traiNNer.utils.registry import ARCH_REGISTRY
 
 SUPPORTED_SCALES: tuple[int, ...] = (1, 2, 3, 4)
 
@@ -245,13 +245,23 @@ class ParagonSR2(nn.Module):
 
 @dataclass(frozen=True)
 class ParagonSR2Variant:
-    """Size preset of the ParagonSR2 ladder."""
+    """Size preset of the ParagonSR2 ladder: the defaults it gives ParagonSR2."""
 
     num_feat: int
     num_groups: int
     num_blocks: int
     ffn_expansion: float
     channel_modulation: bool
+
+    def row(self, name: str) -> Variant:
+        """This preset as a registry row named `name`."""
+        size = name.removeprefix("paragonsr2").lstrip("_") or "generic"
+        return Variant(
+            PARAGONSR2_FAMILY,
+            f"ParagonSR2 {size} preset: {self.num_feat} features, "
+            f"{self.num_groups}x{self.num_blocks} blocks.",
+            asdict(self),
+        )
 
 
 # Registry name -> preset. nano gets a MobileNetV2-wide bottleneck so its single
@@ -266,77 +276,27 @@ VARIANTS: dict[str, ParagonSR2Variant] = {
     "paragonsr2_m": ParagonSR2Variant(64, 4, 6, 3.75, True),
 }
 
+_SIZES = ("num_feat", "num_groups", "num_blocks", "modulation_reduction")
 
-def _check_hyperparameters(
-    name: str,
-    scale: int,
-    sizes: dict[str, int],
-    ffn_expansion: float,
-) -> None:
-    if scale not in SUPPORTED_SCALES:
-        raise ConfigError(
-            f"scale: {name} does not support scale {scale} "
-            f"(accepted: {', '.join(map(str, SUPPORTED_SCALES))})"
-        )
-    for key, value in sizes.items():
-        if value < 1:
-            raise ConfigError(f"network_g.{key}: must be at least 1 for {name}, got {value}")
+
+def build_paragonsr2(name: str, scale: int, hyperparameters: dict[str, Any]) -> ParagonSR2:
+    """Check the sizes, then build; the keys are ParagonSR2's own keywords."""
+    for key in _SIZES:
+        if hyperparameters[key] < 1:
+            raise ConfigError(
+                f"network_g.{key}: must be at least 1 for {name}, got {hyperparameters[key]}"
+            )
+    ffn_expansion = hyperparameters["ffn_expansion"]
     if ffn_expansion <= 0:
         raise ConfigError(
             f"network_g.ffn_expansion: must be positive for {name}, got {ffn_expansion}"
         )
+    return ParagonSR2(scale=scale, **hyperparameters)
 
 
-def _make_factory(name: str, preset: ParagonSR2Variant) -> Callable[..., ParagonSR2]:
-    """Build a registry factory whose signature defaults come from `preset`.
-
-    Real keyword defaults (not **kwargs) let the trainer check user kwargs
-    against the signature and show each variant's own defaults.
-    """
-
-    def factory(
-        *,
-        scale: int = 4,
-        num_feat: int = preset.num_feat,
-        num_groups: int = preset.num_groups,
-        num_blocks: int = preset.num_blocks,
-        ffn_expansion: float = preset.ffn_expansion,
-        channel_modulation: bool = preset.channel_modulation,
-        modulation_reduction: int = 4,
-        layer_scale_init: float = 1e-2,
-        upsampler_alpha: float = 0.5,
-        detail_gain: float = 0.1,
-        export_safe: bool = False,
-    ) -> ParagonSR2:
-        sizes = {
-            "num_feat": num_feat,
-            "num_groups": num_groups,
-            "num_blocks": num_blocks,
-            "modulation_reduction": modulation_reduction,
-        }
-        _check_hyperparameters(name, scale, sizes, ffn_expansion)
-        return ParagonSR2(
-            scale=scale,
-            num_feat=num_feat,
-            num_groups=num_groups,
-            num_blocks=num_blocks,
-            ffn_expansion=ffn_expansion,
-            channel_modulation=channel_modulation,
-            modulation_reduction=modulation_reduction,
-            layer_scale_init=layer_scale_init,
-            upsampler_alpha=upsampler_alpha,
-            detail_gain=detail_gain,
-            export_safe=export_safe,
-        )
-
-    factory.__name__ = factory.__qualname__ = name
-    factory.__doc__ = (
-        f"ParagonSR2 {name.removeprefix('paragonsr2').lstrip('_') or 'generic'} preset: "
-        f"{preset.num_feat} features, {preset.num_groups}x{preset.num_blocks} blocks."
-    )
-    factory.supported_scales = SUPPORTED_SCALES  # type: ignore[attr-defined]
-    return factory
-
-
-for _name, _preset in VARIANTS.items():
-    ARCH_REGISTRY.add(_name, _make_factory(_name, _preset))
+# The constructor's own keywords are the family's (no copy of its signature); they
+# reach the builder as a plain dict.
+PARAGONSR2_FAMILY: Family[dict[str, Any]] = Family(
+    dict, build_paragonsr2, SUPPORTED_SCALES, signature_of=ParagonSR2
+)
+FACTORIES = register_variants({name: preset.row(name) for name, preset in VARIANTS.items()})
