@@ -229,6 +229,8 @@ def train_info(
         device_total_memory=total_memory,
         supports_activation_checkpointing=hasattr(model.bare_net_g, "set_activation_checkpointing"),
         optim_g={k: v for k, v in opt.train.optim_g.items() if k != "type"},
+        lr_schedule=opt.train.scheduler["type"].lower() if opt.train.scheduler else None,
+        val_freq=opt.val.val_freq if opt.val is not None else 0,
         loss_weights=Knobs.from_options(opt).loss_weights,
     )
 

@@ -10,6 +10,7 @@ def ddp_automations() -> dict[str, Any]:
     return {
         "lr_scheduling": {
             "enabled": True,
+            "monitor_train_loss": True,  # on despite the MultiStepLR schedule
             "check_interval": 2,
             "patience": 2,
             "loss_ema_decay": 0.5,

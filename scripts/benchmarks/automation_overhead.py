@@ -94,6 +94,7 @@ def every_automation(interval: int) -> dict[str, Any]:
     return {
         "lr_scheduling": {
             "enabled": True,
+            "monitor_train_loss": True,
             "check_interval": interval,
             "patience": 4 * interval,
             "metric": "psnr",
@@ -131,6 +132,7 @@ def every_automation(interval: int) -> dict[str, Any]:
         "multi_metric_lr": {
             "enabled": True,
             "metrics": {"psnr": {"better": "higher"}, "ssim": {"better": "higher"}},
+            "compound_with_lr_scheduling": True,  # every automation on, to time them all
         },
     }
 

@@ -50,6 +50,7 @@ def setup(
             device_type="cpu",
             bf16_supported=False,
             base_lr=base_lr,
+            val_freq=1000,
         )
     )
     return controller, knobs, sink
@@ -97,10 +98,10 @@ def test_noisy_but_improving_loss_never_reduces_the_lr(seed: int) -> None:
 def test_constant_loss_reduces_after_patience_down_to_the_floor() -> None:
     controller, knobs, sink = setup(patience=500, check_interval=100, factor=0.5, min_lr_factor=0.1)
     feed(controller, knobs, lambda it, m: 1.0, 1, 4000)
-    # First check sets the best; a reduction needs more than 500 iterations without improvement.
-    assert sink.changes() == [(700, 0.5), (1300, 0.25), (1900, 0.125), (2500, 0.1)]
+    # A cut compares two windows of `patience` iterations: each needs 1000 fresh iterations.
+    assert sink.changes() == [(1000, 0.5), (2000, 0.25), (3000, 0.125), (4000, 0.1)]
     first = sink.decisions[0][1]
-    assert "for 600 iterations" in first.reason and "best 1 at iteration 100" in first.reason
+    assert "improved +0.00% (+/- 0.00%) over the last 500 iterations" in first.reason
 
 
 def test_absolute_min_lr_bounds_the_multiplier_through_the_base_lr() -> None:
@@ -129,10 +130,12 @@ def test_metric_plateau_reduces_after_patience_validations_with_the_iteration_sp
     values = [30.0, 30.5, 31.0, 31.0, 30.99, 31.0, 31.0]
     for index, value in enumerate(values, start=1):
         controller.after_validation(1000 * index, {"val/psnr": value, "psnr": value})
-    assert sink.changes() == [(6000, 0.5)]
+    # Two validation intervals (2 x val_freq 1000 iterations) after the best at 3000, and
+    # again two after that cut.
+    assert sink.changes() == [(5000, 0.5), (7000, 0.25)]
     reason = sink.decisions[0][1].reason
-    assert "3 validations (iterations 3000-6000" in reason
-    assert [a.parameter for a in controller.pop_actions()] == ["restore_best_weights"]
+    assert "over its best 31 (iteration 3000) for 2000 iterations" in reason
+    assert [a.parameter for a in controller.pop_actions()] == ["restore_best_weights"] * 2
 
 
 def test_metric_that_improves_in_its_direction_never_reduces() -> None:

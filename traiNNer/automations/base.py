@@ -105,6 +105,11 @@ class TrainInfo:
     device_total_memory: int | None = None
     # Whether net_g has `set_activation_checkpointing` (the precision automation may use it).
     supports_activation_checkpointing: bool = False
+    # train.scheduler's type (lowercase), None without one: whether the LR already decays.
+    lr_schedule: str | None = None
+    # The option file's val.val_freq (0 without validation): patience counted in
+    # validations becomes iterations with it.
+    val_freq: int = 0
     # optim_g's arguments without `type` (the optimizer race starts from them).
     optim_g: Mapping[str, Any] = field(default_factory=dict)
     # The option file's signed loss_weight of each enabled loss, by log name (l_g_l1).

@@ -1,7 +1,11 @@
 """`early_stopping`: stops training when a validation metric stops improving or diverges.
 
-Patience counts validations; every message also gives the iteration span, so a
-"10 validations" stop is never mistaken for 10 iterations. On stop the automation sets
+Patience is given in validations at the option file's `val_freq` and counted in
+iterations (patience x val_freq), so it covers the same span when validation_frequency
+changes the interval; every message gives the iteration span. `min_delta` is in the
+metric's own unit (dB for PSNR). A non-finite metric stops the run only when
+`nonfinite_validations` validations in a row were non-finite: one bad validation (a
+transient NaN in inference) does not end a two-day run. On stop the automation sets
 `Knobs.stop_requested` and, with `restore_best_weights`, asks the trainer to load the
 best weights into the final model. The trainer saves the final checkpoint and the best
 weights as `net_g_best`, and prints `summary()`.
@@ -20,6 +24,7 @@ from traiNNer.automations.base import (
     BetterOption,
     Decision,
     Knobs,
+    TrainInfo,
 )
 from traiNNer.automations.registry import register_automation
 
@@ -32,17 +37,33 @@ class EarlyStoppingConfig(AutomationConfig):
     ] = "psnr"
     better: BetterOption = "higher"
     patience: Annotated[
-        int, Meta(ge=1, description="Validations without improvement before stopping.")
+        int,
+        Meta(
+            ge=1,
+            description="Stop after this many validation intervals (at the option file's "
+            "val_freq, so counted in iterations) without improvement.",
+        ),
     ] = 10
     min_delta: Annotated[
-        float, Meta(ge=0, description="Smallest change of the metric that counts as improvement.")
+        float,
+        Meta(
+            ge=0,
+            description="Smallest gain that counts as improvement, in the metric's unit "
+            "(dB for PSNR).",
+        ),
     ] = 0.0
     min_iterations: Annotated[
         int, Meta(ge=0, description="No stop for lack of improvement before this iteration.")
     ] = 0
     check_finite: Annotated[
-        bool, Meta(description="Stop at once when the metric is NaN or infinite.")
+        bool,
+        Meta(
+            description="Stop when the metric is NaN or infinite nonfinite_validations times in a row."
+        ),
     ] = True
+    nonfinite_validations: Annotated[
+        int, Meta(ge=1, description="Consecutive non-finite validations that stop the run.")
+    ] = 2
     divergence_threshold: Annotated[
         Annotated[float, Meta(gt=0)] | None,
         Meta(
@@ -69,8 +90,14 @@ class EarlyStopping(Automation):
         self.best_iter: int | None = None
         self.bad_validations = 0
         self.validations = 0
+        self.nonfinite_in_a_row = 0
+        self.patience_iters = config.patience
         self.stop_iter: int | None = None
         self.stop_reason = ""
+
+    def on_train_start(self, info: TrainInfo, knobs: Knobs) -> list[Decision]:
+        self.patience_iters = self.options.patience * max(1, info.val_freq)
+        return []
 
     def _gain(self, value: float) -> float:
         """How much `value` beats the best (positive = better), in the metric's unit."""
@@ -91,13 +118,18 @@ class EarlyStopping(Automation):
         self.validations += 1
         if not math.isfinite(value):
             self.bad_validations += 1
-            if self.options.check_finite:
+            self.nonfinite_in_a_row += 1
+            if self.options.check_finite and (
+                self.nonfinite_in_a_row >= self.options.nonfinite_validations
+            ):
                 return self._stop(
                     iteration,
                     knobs,
-                    f"{metric} is {value} at iteration {iteration}; {self._best_text()}",
+                    f"{metric} is {value} at iteration {iteration} "
+                    f"({self.nonfinite_in_a_row} validations in a row); {self._best_text()}",
                 )
             return self._patience_check(iteration, knobs)
+        self.nonfinite_in_a_row = 0
         if self.best_iter is None or self._gain(value) > self.options.min_delta:
             self.best = value
             self.best_iter = iteration
@@ -115,11 +147,11 @@ class EarlyStopping(Automation):
         return self._patience_check(iteration, knobs)
 
     def _patience_check(self, iteration: int, knobs: Knobs) -> list[Decision]:
-        if self.bad_validations < self.options.patience:
+        since = self.best_iter if self.best_iter is not None else 0
+        if iteration - since < self.patience_iters:
             return []
         if iteration < self.options.min_iterations:
             return []
-        since = self.best_iter if self.best_iter is not None else 0
         reason = (
             f"{self.options.metric} did not improve by more than {self.options.min_delta:g} in "
             f"{self.bad_validations} validations (iterations {since}-{iteration}); "
@@ -166,6 +198,7 @@ class EarlyStopping(Automation):
             "best_iter": self.best_iter,
             "bad_validations": self.bad_validations,
             "validations": self.validations,
+            "nonfinite_in_a_row": self.nonfinite_in_a_row,
             "stop_iter": self.stop_iter,
             "stop_reason": self.stop_reason,
         }
@@ -175,5 +208,6 @@ class EarlyStopping(Automation):
         self.best_iter = None if state["best_iter"] is None else int(state["best_iter"])
         self.bad_validations = int(state["bad_validations"])
         self.validations = int(state["validations"])
+        self.nonfinite_in_a_row = int(state["nonfinite_in_a_row"])
         self.stop_iter = None if state["stop_iter"] is None else int(state["stop_iter"])
         self.stop_reason = str(state["stop_reason"])

@@ -3,21 +3,30 @@ while the loss falls steadily.
 
 It sets `Knobs.lr_multiplier`, which the trainer multiplies on top of the configured
 scheduler and warmup, so neither overwrites the other. Two signals, each optional:
-- the training loss (`loss_key`), smoothed by a bias-corrected EMA (decay
-  `loss_ema_decay` per step) that advances every `check_interval` iterations over the
-  mean of the steps in between (kept on the device, read once per check); a plateau
-  is more than `patience` iterations without an improvement beyond `threshold`;
-- a validation `metric` with its direction; a plateau is more than `metric_patience`
-  validations without improvement.
-A plateau multiplies the LR by `factor`; no further change happens for `cooldown`
-iterations. The multiplier stays within [lower bound, `max_lr_factor`], where the lower
-bound is `min_lr_factor` or `min_lr / base_lr`, whichever is higher.
+- the training loss (`loss_key`). Every `check_interval` iterations the mean of the steps
+  since the last check (kept on the device, read once) becomes one block. A plateau is
+  decided statistically: over the last 2 x `patience` iterations of blocks, the mean of
+  the later half is compared with the earlier half, with the standard error of that
+  difference estimated from the blocks' own scatter. The loss has plateaued when even the
+  upper confidence bound of its relative improvement (estimate + `noise_sigmas` standard
+  errors) is below `threshold` per `patience` iterations. Noise therefore delays a cut but
+  cannot cause one while the loss still falls by `threshold`. By default this rule is on
+  only when no decaying LR schedule is configured (`monitor_train_loss: null`): a schedule
+  that decays already lowers the LR, and the two would compound.
+- a validation `metric` with its direction. A plateau is `metric_patience` validation
+  intervals (at the option file's `val_freq`, so counted in iterations: validation_frequency
+  does not change it) without a gain of more than `metric_min_delta`, in the metric's own
+  unit (dB for PSNR).
+A plateau multiplies the LR by `factor`; afterwards the loss rule needs a fresh 2 x
+`patience` iterations and no change at all happens for `cooldown` iterations. The
+multiplier stays within [lower bound, `max_lr_factor`], where the lower bound is
+`min_lr_factor` or `min_lr / base_lr`, whichever is higher.
 
-With `increase`, the multiplier grows by `increase_factor` when the smoothed loss fell
-at each of the last `increase_window` checks, by at least `increase_threshold` in total
-and by more than three standard deviations of its own noise. Every change restarts
-that window, so two increases are at least (window + 1) checks apart, and the
-multiplier never exceeds `max_lr_factor`.
+With `increase`, the multiplier grows by `increase_factor` when the smoothed loss (an EMA
+with decay `loss_ema_decay`) fell at each of the last `increase_window` checks, by at least
+`increase_threshold` in total and by more than three standard deviations of its own noise.
+Every change restarts that window, so two increases are at least (window + 1) checks
+apart, and the multiplier never exceeds `max_lr_factor`.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ from __future__ import annotations
 import logging
 import math
 from itertools import pairwise
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import torch
 from msgspec import Meta
@@ -40,21 +49,26 @@ from traiNNer.automations.base import (
     TrainInfo,
 )
 from traiNNer.automations.decision_log import LOGGER_NAME
-from traiNNer.automations.plateau import PlateauDetector
 from traiNNer.automations.registry import register_automation
 
 logger = logging.getLogger(LOGGER_NAME)
 
 # An increase needs a drop larger than this many standard deviations of its noise.
 NOISE_SIGMAS = 3.0
+# Schedules that do not decay: with these (or none) the loss-plateau rule is on by default.
+CONSTANT_SCHEDULES = frozenset({"constantlr"})
 
 
 class LRSchedulingConfig(AutomationConfig):
     """Options of the `lr_scheduling` automation."""
 
     monitor_train_loss: Annotated[
-        bool, Meta(description="Watch the EMA-smoothed training loss for plateaus.")
-    ] = True
+        bool | None,
+        Meta(
+            description="Watch the training loss for a plateau (null: only when no decaying "
+            "LR schedule is configured, since a decaying schedule already lowers the LR)."
+        ),
+    ] = None
     loss_key: Annotated[
         str, Meta(description="Which training loss to watch (a key of the logged losses).")
     ] = "l_g_total"
@@ -69,10 +83,10 @@ class LRSchedulingConfig(AutomationConfig):
         int,
         Meta(
             ge=1,
-            description="Reduce once the smoothed loss has not improved for more than "
-            "this many iterations.",
+            description="Length in iterations of each of the two windows whose mean "
+            "losses are compared (a cut needs 2 x patience iterations of history).",
         ),
-    ] = 5000
+    ] = 10000
     metric: Annotated[
         str | None,
         Meta(
@@ -82,18 +96,39 @@ class LRSchedulingConfig(AutomationConfig):
     metric_better: BetterOption = "higher"
     metric_patience: Annotated[
         int,
-        Meta(ge=0, description="Reduce after more than this many validations without improvement."),
-    ] = 3
+        Meta(
+            ge=0,
+            description="Reduce after this many validation intervals (at the option "
+            "file's val_freq, so counted in iterations) without a better metric.",
+        ),
+    ] = 5
+    metric_min_delta: Annotated[
+        float,
+        Meta(
+            ge=0,
+            description="A metric gain must exceed this, in the metric's unit (dB for PSNR), "
+            "to count as an improvement.",
+        ),
+    ] = 0.0
     factor: Annotated[
         float, Meta(gt=0, lt=1, description="Multiplier applied to the LR on a plateau.")
     ] = 0.5
     threshold: Annotated[
-        float, Meta(ge=0, description="Smallest change that counts as an improvement.")
-    ] = 1e-3
-    threshold_mode: Annotated[
-        Literal["rel", "abs"],
-        Meta(description="rel: threshold is a fraction of the best value; abs: in its unit."),
-    ] = "rel"
+        float,
+        Meta(
+            ge=0,
+            description="The loss has plateaued when its relative improvement per `patience` "
+            "iterations is, with confidence, below this (0.01 = 1%).",
+        ),
+    ] = 0.01
+    noise_sigmas: Annotated[
+        float,
+        Meta(
+            ge=0,
+            description="Standard errors added to the measured improvement before it is "
+            "compared with threshold (higher: fewer cuts caused by noise, later cuts).",
+        ),
+    ] = 2.5
     cooldown: Annotated[
         int, Meta(ge=0, description="Iterations after a change during which no change is made.")
     ] = 0
@@ -132,7 +167,7 @@ class LRSchedulingConfig(AutomationConfig):
     ] = False
 
     def __post_init__(self) -> None:
-        if not self.monitor_train_loss and self.metric is None:
+        if self.monitor_train_loss is False and self.metric is None:
             raise ValueError("nothing to watch: set monitor_train_loss: true or a metric")
         if self.increase and self.max_lr_factor <= 1.0:
             raise ValueError("increase: true needs max_lr_factor > 1 to have room to increase")
@@ -156,6 +191,7 @@ class SmoothedLoss:
         self._ema_variance = 0.0  # uncorrected EMA of the per-step variance
         self._weight = 0.0  # total weight of the EMA so far (bias correction)
         self.steps = 0  # finite steps absorbed
+        self.last_mean = math.nan  # mean of the steps folded in by the last `advance`
 
     def add(self, loss: torch.Tensor) -> None:
         if self._buffer is None:
@@ -182,6 +218,7 @@ class SmoothedLoss:
         count = len(values)
         mean = sum(values) / count
         variance = sum((v - mean) ** 2 for v in values) / count
+        self.last_mean = mean
         keep = self.decay**count
         self._ema = keep * self._ema + (1 - keep) * mean
         self._ema_variance = keep * self._ema_variance + (1 - keep) * variance
@@ -232,21 +269,16 @@ class LRScheduling(Automation):
     def __init__(self, config: LRSchedulingConfig) -> None:
         super().__init__(config)
         self.options = config
-        self.loss_plateau = PlateauDetector(
-            "min",
-            patience=config.patience // config.check_interval,
-            threshold=config.threshold,
-            threshold_mode=config.threshold_mode,
-        )
-        self.metric_plateau = PlateauDetector(
-            "max" if config.metric_better == "higher" else "min",
-            patience=config.metric_patience,
-            threshold=config.threshold,
-            threshold_mode=config.threshold_mode,
-        )
         self.base_lr: float | None = None
+        self.watch_loss = config.monitor_train_loss is not False
         self.smoothed = SmoothedLoss(config.loss_ema_decay, config.check_interval)
-        self._loss_best_iter = 0
+        # Block means of the loss since the last change, one per check (host floats).
+        self._blocks: list[float] = []
+        self._window = max(1, config.patience // config.check_interval)
+        self._last_test: tuple[float, float] = (math.nan, math.nan)  # improvement, its se
+        # Metric plateau, counted in iterations at the configured validation interval.
+        self._metric_patience_iters = 0
+        self._metric_best = math.nan
         self._metric_best_iter = 0
         self._last_change_iter: int | None = None
         # Smoothed-loss values seen since the last change (for the steady-increase rule).
@@ -255,7 +287,7 @@ class LRScheduling(Automation):
 
     @property
     def interval(self) -> int:
-        return self.options.check_interval if self.options.monitor_train_loss else 0
+        return self.options.check_interval if self.options.monitor_train_loss is not False else 0
 
     def lower_bound(self) -> float:
         bound = self.options.min_lr_factor
@@ -267,6 +299,17 @@ class LRScheduling(Automation):
 
     def on_train_start(self, info: TrainInfo, knobs: Knobs) -> list[Decision]:
         self.base_lr = info.base_lr
+        self._metric_patience_iters = self.options.metric_patience * max(1, info.val_freq)
+        if self.options.monitor_train_loss is None:
+            self.watch_loss = info.lr_schedule is None or info.lr_schedule in CONSTANT_SCHEDULES
+            if not self.watch_loss:
+                logger.info(
+                    "[lr_scheduling] the %s schedule already lowers the LR: the loss-plateau "
+                    "rule is off (monitor_train_loss: true turns it on)",
+                    info.lr_schedule,
+                )
+                if self.options.metric is None:
+                    logger.warning("[lr_scheduling] nothing left to watch: set a metric")
         if self.options.min_lr > 0 and not info.base_lr:
             logger.warning(
                 "[lr_scheduling] min_lr is set but the base LR is unknown; "
@@ -281,7 +324,7 @@ class LRScheduling(Automation):
         return []
 
     def observe_step(self, record: StepRecord) -> None:
-        if not self.options.monitor_train_loss:
+        if not self.watch_loss:
             return
         loss = record.losses.get(self.options.loss_key)
         if loss is None:
@@ -292,27 +335,19 @@ class LRScheduling(Automation):
         self.smoothed.add(loss)
 
     def on_interval(self, iteration: int, knobs: Knobs) -> list[Decision]:
-        if not self.smoothed.advance():
+        if not self.watch_loss or not self.smoothed.advance():
             return []
         value = self.smoothed.value
         self._last_loss = value
-        improved = self.loss_plateau.is_improvement(value)
-        plateau = self.loss_plateau.update(value)
-        if improved:
-            self._loss_best_iter = iteration
-        if self._in_cooldown(iteration):
-            self.loss_plateau.num_bad = 0
-            plateau = False
+        self._blocks = [*self._blocks, self.smoothed.last_mean][-2 * self._window :]
         # The first averaging span of the EMA is too noisy to call a trend.
         if self.smoothed.steps >= 1 / (1 - self.options.loss_ema_decay):
             self._recent = [*self._recent, value][-(self.options.increase_window + 1) :]
-        if plateau:
-            reason = (
-                f"smoothed {self.options.loss_key} {value:.4g} has not improved by more than "
-                f"{self._threshold_text()} for {iteration - self._loss_best_iter} iterations "
-                f"(best {self.loss_plateau.best:.4g} at iteration {self._loss_best_iter})"
-            )
-            return self._reduce(iteration, knobs, reason)
+        if self._in_cooldown(iteration):
+            return []
+        plateau = self._loss_plateau()
+        if plateau is not None:
+            return self._reduce(iteration, knobs, plateau)
         if self.options.increase:
             return self._maybe_increase(iteration, knobs)
         return []
@@ -329,37 +364,52 @@ class LRScheduling(Automation):
                 f"validation metrics ({', '.join(sorted(metrics))})"
             )
         value = float(metrics[metric])
-        bad_before = self.metric_plateau.num_bad
-        improved = self.metric_plateau.is_improvement(value)
-        plateau = self.metric_plateau.update(value)
-        if improved:
-            self._metric_best_iter = iteration
-        if self._in_cooldown(iteration):
-            self.metric_plateau.num_bad = 0
-            plateau = False
-        if not plateau:
+        sign = 1.0 if self.options.metric_better == "higher" else -1.0
+        gain = sign * (value - self._metric_best) if math.isfinite(self._metric_best) else math.inf
+        if math.isfinite(value) and gain > self.options.metric_min_delta:
+            self._metric_best, self._metric_best_iter = value, iteration
+            return []
+        since = iteration - max(self._metric_best_iter, self._last_change_iter or 0)
+        if since < self._metric_patience_iters or self._in_cooldown(iteration):
             return []
         reason = (
-            f"{metric} has not improved by more than {self._threshold_text()} in "
-            f"{bad_before + 1} validations (iterations {self._metric_best_iter}-{iteration}; "
-            f"best {self.metric_plateau.best:.4g})"
+            f"{metric} has not gained more than {self.options.metric_min_delta:g} over its best "
+            f"{self._metric_best:.4g} (iteration {self._metric_best_iter}) for {since} iterations"
         )
         return self._reduce(iteration, knobs, reason)
 
     def scalars(self) -> dict[str, float]:
+        improvement, error = self._last_test
         return {
             "smoothed_loss": self._last_loss,
             "smoothed_loss_noise": self.smoothed.noise,
-            "best_loss": self.loss_plateau.best,
-            "bad_checks": float(self.loss_plateau.num_bad),
+            "loss_improvement": improvement,
+            "loss_improvement_se": error,
         }
 
     # --------------------------------------------------------------- decisions
 
-    def _threshold_text(self) -> str:
-        if self.options.threshold_mode == "rel":
-            return f"{self.options.threshold:.2%}"
-        return f"{self.options.threshold:g}"
+    def _loss_plateau(self) -> str | None:
+        """The reason for a cut when the loss has plateaued (see the module docstring)."""
+        n = self._window
+        if len(self._blocks) < 2 * n:
+            return None
+        earlier, later = self._blocks[:n], self._blocks[n:]
+        mean_earlier, mean_later = sum(earlier) / n, sum(later) / n
+        if mean_earlier <= 0:
+            return None
+        variance = (_variance(earlier) + _variance(later)) / n
+        improvement = (mean_earlier - mean_later) / mean_earlier
+        error = math.sqrt(variance) / mean_earlier
+        self._last_test = (improvement, error)
+        bound = improvement + self.options.noise_sigmas * error
+        if bound >= self.options.threshold:
+            return None
+        return (
+            f"mean {self.options.loss_key} improved {improvement:+.2%} (+/- {error:.2%}) over the "
+            f"last {self.options.patience} iterations; even {self.options.noise_sigmas:g} standard "
+            f"errors up ({bound:+.2%}) is below threshold {self.options.threshold:.2%}"
+        )
 
     def _in_cooldown(self, iteration: int) -> bool:
         last = self._last_change_iter
@@ -412,17 +462,16 @@ class LRScheduling(Automation):
         # Both signals start counting afresh, and an increase must requalify from scratch.
         self._last_change_iter = iteration
         self._recent = []
-        self.loss_plateau.num_bad = 0
-        self.metric_plateau.num_bad = 0
+        self._blocks = []
 
     # ------------------------------------------------------------------- state
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "smoothed": self.smoothed.state_dict(),
-            "loss_plateau": self.loss_plateau.state_dict(),
-            "metric_plateau": self.metric_plateau.state_dict(),
-            "loss_best_iter": self._loss_best_iter,
+            "blocks": list(self._blocks),
+            "last_test": list(self._last_test),
+            "metric_best": self._metric_best,
             "metric_best_iter": self._metric_best_iter,
             "last_change_iter": self._last_change_iter,
             "recent": list(self._recent),
@@ -431,11 +480,17 @@ class LRScheduling(Automation):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.smoothed.load_state_dict(state["smoothed"])
-        self.loss_plateau.load_state_dict(state["loss_plateau"])
-        self.metric_plateau.load_state_dict(state["metric_plateau"])
-        self._loss_best_iter = int(state["loss_best_iter"])
+        self._blocks = [float(v) for v in state["blocks"]]
+        improvement, error = state["last_test"]
+        self._last_test = (float(improvement), float(error))
+        self._metric_best = float(state["metric_best"])
         self._metric_best_iter = int(state["metric_best_iter"])
         last = state["last_change_iter"]
         self._last_change_iter = None if last is None else int(last)
         self._recent = [float(v) for v in state["recent"]]
         self._last_loss = float(state["last_loss"])
+
+
+def _variance(values: list[float]) -> float:
+    mean = sum(values) / len(values)
+    return sum((v - mean) ** 2 for v in values) / max(1, len(values) - 1)

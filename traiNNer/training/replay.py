@@ -97,6 +97,8 @@ def train_info_for_replay(opt: Options, device_type: str = "cuda") -> TrainInfo:
         bf16_supported=True,
         base_lr=float(optim_g.get("lr", 1e-4)),
         optim_g=optim_g,
+        lr_schedule=opt.train.scheduler["type"].lower() if opt.train.scheduler else None,
+        val_freq=opt.val.val_freq if opt.val is not None else 0,
         loss_weights=Knobs.from_options(opt).loss_weights,
     )
 
