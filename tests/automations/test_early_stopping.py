@@ -66,11 +66,12 @@ def test_stops_after_patience_validations_and_reports_the_iteration_span() -> No
     controller, knobs, sink, automation = setup(patience=10, min_delta=0.01)
     rising = [28 + 0.2 * i for i in range(30)]  # best at validation 30, iteration 30000
     stop = validate(controller, knobs, rising + [rising[-1] - 0.05] * 20)
-    assert stop == 40_000
+    # The first 10k-iteration window without the best in it is flat: its fitted gain is 0.
+    assert stop == 41_000
     (_, decision) = sink.decisions[0]
     assert decision.parameter == "stop_requested" and decision.new is True
-    assert "10 validations (iterations 30000-40000)" in decision.reason
-    assert "early stop at iteration 40000" in automation.summary()
+    assert "gained +0 (+/- 0) over iterations 31000-41000" in decision.reason
+    assert "early stop at iteration 41000" in automation.summary()
     assert "best psnr 33.8000 at iteration 30000" in automation.summary()
 
 
@@ -96,7 +97,7 @@ def test_lower_is_better_direction() -> None:
     for index, value in enumerate([0.4, 0.3, 0.2, 0.1], start=1):
         controller.after_validation(1000 * index, {"lpips": value})
     assert not knobs.stop_requested
-    for index in range(5, 8):
+    for index in range(5, 9):  # the 3000-iteration window 5000-8000 is flat
         controller.after_validation(1000 * index, {"lpips": 0.15})
     assert knobs.stop_requested
 
@@ -127,13 +128,13 @@ def test_divergence_threshold_stops_when_far_below_the_best() -> None:
 
 def test_restore_best_weights_is_requested_on_stop_only_when_configured() -> None:
     controller, knobs, _, _ = setup(patience=2, restore_best_weights=True)
-    validate(controller, knobs, [30.0, 29.0, 29.0])
+    validate(controller, knobs, [30.0, 29.0, 29.0, 29.0])
     actions = controller.pop_actions()
     assert [(a.parameter, a.new) for a in actions] == [("restore_best_weights", True)]
     assert "net_g_best" in actions[0].reason
 
     controller, knobs, _, _ = setup(patience=2)
-    validate(controller, knobs, [30.0, 29.0, 29.0])
+    validate(controller, knobs, [30.0, 29.0, 29.0, 29.0])
     assert knobs.stop_requested and controller.pop_actions() == []
 
 
@@ -151,6 +152,6 @@ def test_resume_keeps_patience_counters() -> None:
     resumed, resumed_knobs, _, automation = setup(
         state=torch.load(buffer, weights_only=True), patience=6
     )
-    # Three more bad validations reach the patience: counting did not restart.
-    assert validate(resumed, resumed_knobs, [30.0, 30.0, 30.0], first=6) == 8000
+    # The history came back: the first flat 6000-iteration window (3000-9000) stops it.
+    assert validate(resumed, resumed_knobs, [30.0] * 4, first=6) == 9000
     assert automation.best == 31.0 and automation.best_iter == 2000

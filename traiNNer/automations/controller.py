@@ -155,14 +155,27 @@ class AutomationController:
     # -------------------------------------------------------------------- hooks
 
     def on_train_start(self, info: TrainInfo) -> list[Decision]:
+        """Every rank starts its automations alike (their state must agree for the start-up
+        phases, which run on every rank); rank 0's decisions are applied everywhere."""
         self._starting = True
+        proposals: list[Proposal] = []
+        user_error: UserError | None = None
         try:
-            return self._dispatch(
-                info.start_iter,
-                "on_train_start",
-                lambda a: a.on_train_start(info, self.knobs),
-                counts=False,
-            )
+            for automation in self.automations:
+                if not self.is_active(automation.name):
+                    continue
+                try:
+                    decisions = list(automation.on_train_start(info, self.knobs))
+                except UserError as error:
+                    user_error = error if self.is_main else None
+                    break
+                except Exception as error:
+                    if self.is_main:
+                        self._disable(info.start_iter, automation, "on_train_start", error)
+                    continue
+                if self.is_main and decisions:
+                    proposals.append((automation.name, decisions))
+            return self._share_and_apply(info.start_iter, proposals, user_error, counts=False)
         finally:
             self._starting = False
 

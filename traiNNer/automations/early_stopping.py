@@ -1,9 +1,13 @@
 """`early_stopping`: stops training when a validation metric stops improving or diverges.
 
-Patience is given in validations at the option file's `val_freq` and counted in
-iterations (patience x val_freq), so it covers the same span when validation_frequency
-changes the interval; every message gives the iteration span. `min_delta` is in the
-metric's own unit (dB for PSNR). A non-finite metric stops the run only when
+The stop is decided statistically, on the trend of the metric rather than on its
+noisy best: over the last `patience` validation intervals (patience x the option file's
+`val_freq` iterations, so the span is the same when validation_frequency changes the
+interval) a straight line is fitted to the validations, and training stops when even the
+upper confidence bound of the gain it gives over that span (estimate + `noise_sigmas`
+standard errors) is not above `min_delta`, in the metric's own unit (dB for PSNR). A metric
+that still gains `min_delta` per patience span is never stopped by its noise; a flat or
+falling one is. Every message gives the iteration span. A non-finite metric stops the run only when
 `nonfinite_validations` validations in a row were non-finite: one bad validation (a
 transient NaN in inference) does not end a two-day run. On stop the automation sets
 `Knobs.stop_requested` and, with `restore_best_weights`, asks the trainer to load the
@@ -55,6 +59,14 @@ class EarlyStoppingConfig(AutomationConfig):
     min_iterations: Annotated[
         int, Meta(ge=0, description="No stop for lack of improvement before this iteration.")
     ] = 0
+    noise_sigmas: Annotated[
+        float,
+        Meta(
+            ge=0,
+            description="Standard errors of the fitted gain added before it is compared "
+            "with min_delta (higher: fewer stops caused by noise, later stops).",
+        ),
+    ] = 3.0
     check_finite: Annotated[
         bool,
         Meta(
@@ -92,6 +104,9 @@ class EarlyStopping(Automation):
         self.validations = 0
         self.nonfinite_in_a_row = 0
         self.patience_iters = config.patience
+        # Finite validations within the last patience span: (iteration, value).
+        self.history: list[tuple[int, float]] = []
+        self.last_fit: tuple[float, float] = (math.nan, math.nan)  # gain, its standard error
         self.stop_iter: int | None = None
         self.stop_reason = ""
 
@@ -128,14 +143,25 @@ class EarlyStopping(Automation):
                     f"{metric} is {value} at iteration {iteration} "
                     f"({self.nonfinite_in_a_row} validations in a row); {self._best_text()}",
                 )
-            return self._patience_check(iteration, knobs)
+            # Counted as no gain: a metric that stays non-finite for the patience span stops.
+            last_finite = self.history[-1][0] if self.history else 0
+            if iteration - last_finite >= self.patience_iters:
+                return self._stop(
+                    iteration,
+                    knobs,
+                    f"{metric} not finite since iteration {last_finite}; {self._best_text()}",
+                )
+            return []
         self.nonfinite_in_a_row = 0
-        if self.best_iter is None or self._gain(value) > self.options.min_delta:
+        self.history = [
+            (it, v) for it, v in self.history if iteration - it <= self.patience_iters
+        ] + [(iteration, value)]
+        if self.best_iter is None or self._gain(value) > 0:
             self.best = value
             self.best_iter = iteration
             self.bad_validations = 0
-            return []
-        self.bad_validations += 1
+        else:
+            self.bad_validations += 1
         limit = self.options.divergence_threshold
         if limit is not None and -self._gain(value) > limit:
             return self._stop(
@@ -146,16 +172,40 @@ class EarlyStopping(Automation):
             )
         return self._patience_check(iteration, knobs)
 
+    def _fitted_gain(self) -> tuple[float, float] | None:
+        """Gain over the patience span from a line through the history, and its error."""
+        points = self.history
+        if len(points) < 2 or points[-1][0] - points[0][0] < self.patience_iters * 0.9:
+            return None
+        xs = [float(it) for it, _ in points]
+        ys = [v for _, v in points]
+        n = len(points)
+        mean_x, mean_y = sum(xs) / n, sum(ys) / n
+        sxx = sum((x - mean_x) ** 2 for x in xs)
+        slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / sxx
+        residual = sum(
+            (y - mean_y - slope * (x - mean_x)) ** 2 for x, y in zip(xs, ys, strict=True)
+        ) / max(1, n - 2)
+        sign = 1.0 if self.options.better == "higher" else -1.0
+        span = self.patience_iters
+        return sign * slope * span, math.sqrt(residual / sxx) * span
+
     def _patience_check(self, iteration: int, knobs: Knobs) -> list[Decision]:
-        since = self.best_iter if self.best_iter is not None else 0
-        if iteration - since < self.patience_iters:
-            return []
         if iteration < self.options.min_iterations:
             return []
+        fit = self._fitted_gain()
+        if fit is None:
+            return []
+        gain, error = fit
+        self.last_fit = fit
+        bound = gain + self.options.noise_sigmas * error
+        if bound > self.options.min_delta:
+            return []
+        since = self.history[0][0]
         reason = (
-            f"{self.options.metric} did not improve by more than {self.options.min_delta:g} in "
-            f"{self.bad_validations} validations (iterations {since}-{iteration}); "
-            f"{self._best_text()}"
+            f"{self.options.metric} gained {gain:+.4g} (+/- {error:.2g}) over iterations "
+            f"{since}-{iteration}; even {self.options.noise_sigmas:g} standard errors up "
+            f"({bound:+.4g}) is not above min_delta {self.options.min_delta:g}; {self._best_text()}"
         )
         return self._stop(iteration, knobs, reason)
 
@@ -190,7 +240,13 @@ class EarlyStopping(Automation):
         return f"early stop at iteration {self.stop_iter}: {self.stop_reason}"
 
     def scalars(self) -> dict[str, float]:
-        return {"best": self.best, "bad_validations": float(self.bad_validations)}
+        gain, error = self.last_fit
+        return {
+            "best": self.best,
+            "bad_validations": float(self.bad_validations),
+            "fitted_gain": gain,
+            "fitted_gain_se": error,
+        }
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -199,6 +255,7 @@ class EarlyStopping(Automation):
             "bad_validations": self.bad_validations,
             "validations": self.validations,
             "nonfinite_in_a_row": self.nonfinite_in_a_row,
+            "history": [list(point) for point in self.history],
             "stop_iter": self.stop_iter,
             "stop_reason": self.stop_reason,
         }
@@ -209,5 +266,6 @@ class EarlyStopping(Automation):
         self.bad_validations = int(state["bad_validations"])
         self.validations = int(state["validations"])
         self.nonfinite_in_a_row = int(state["nonfinite_in_a_row"])
+        self.history = [(int(it), float(v)) for it, v in state["history"]]
         self.stop_iter = None if state["stop_iter"] is None else int(state["stop_iter"])
         self.stop_reason = str(state["stop_reason"])
