@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +87,25 @@ class ReplayResult:
         return counts
 
 
+def _steps_with_their_metrics(
+    lines: Iterable[Mapping[str, Any]],
+) -> Iterator[tuple[Mapping[str, Any], dict[str, float] | None]]:
+    """Each line, a step paired with the metrics line that follows it at its iteration."""
+    pending: Mapping[str, Any] | None = None
+    for line in lines:
+        if pending is None:
+            pending = line
+            continue
+        if "metrics" in line and "losses" in pending and line["iteration"] == pending["iteration"]:
+            yield pending, dict(line["metrics"])
+            pending = None
+            continue
+        yield pending, None
+        pending = line
+    if pending is not None:
+        yield pending, None
+
+
 def train_info_for_replay(opt: Options, device_type: str = "cuda") -> TrainInfo:
     assert opt.train is not None
     optim_g = {k: v for k, v in opt.train.optim_g.items() if k != "type"}
@@ -138,11 +157,14 @@ def replay(
     next_val = knobs.val_interval
     started = time.perf_counter()
     sample(0)
-    for line in lines:
+    for line, same_iteration_metrics in _steps_with_their_metrics(lines):
         iteration = int(line["iteration"])
         if "metrics" in line:
             latest_metrics = dict(line["metrics"])
             continue
+        if same_iteration_metrics is not None:
+            # Training validates after the step of the same iteration: so does the replay.
+            latest_metrics = same_iteration_metrics
         decided = len(recorder.rows)
         finite = bool(line.get("finite", True))
         scale = line.get("loss_scale")
