@@ -155,3 +155,44 @@ def test_fp16_loss_scale_collapse_falls_back() -> None:
     )
     switches = changes(result, "precision")
     assert switches and switches[0][1] == "bf16" and 60_000 <= switches[0][0] <= 60_100
+
+
+# ---------------------------------------------------------- adaptive_gradient_clipping
+S_RECIPE_CLIPPING = {
+    "enabled": True,
+    "mode": "zscore",
+    "initial_threshold": 1.0,
+    "min_threshold": 0.01,
+    "max_threshold": 10.0,
+    "adjustment_factor": 1.1,
+    "monitoring_frequency": 75,
+    "gradient_history_size": 120,
+}
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_clipping_does_not_follow_the_noise_of_its_own_target(seed: int) -> None:
+    spec = TraceSpec(steps=200_000, seed=seed)
+    result = run({"adaptive_gradient_clipping": S_RECIPE_CLIPPING}, spec)
+    # A stationary norm: a handful of moves, far from the default max_adjustments of 100.
+    assert len(changes(result, "clip_threshold.net_g")) <= 20
+    assert not any(r["parameter"] == "frozen" for r in result.decisions)
+
+
+def test_clipping_follows_a_real_drift_of_the_norms() -> None:
+    spec = TraceSpec(steps=200_000, seed=1, grad_drift=3.0)
+    result = run({"adaptive_gradient_clipping": S_RECIPE_CLIPPING}, spec)
+    thresholds = changes(result, "clip_threshold.net_g")
+    # The norms end 3x higher: the threshold has risen with them (mean + 2.5 std of ~0.15).
+    assert thresholds and thresholds[-1][1] > 0.2
+
+
+def test_fp16_overflows_are_not_exploding_gradients(caplog: pytest.LogCaptureFixture) -> None:
+    spec = TraceSpec(steps=20_000, seed=1, fp16=True, scale_collapse_at=10_000)
+    clipping = {**S_RECIPE_CLIPPING, "detailed_logging": False}
+    with caplog.at_level("WARNING", logger="traiNNer.automations"):
+        replay(
+            options({"adaptive_gradient_clipping": clipping}, spec.steps, {"use_amp": True}),
+            synthetic_trace(spec),
+        )
+    assert not any("exploding gradient" in message for message in caplog.messages)

@@ -226,7 +226,7 @@ def test_resume_gives_identical_thresholds_and_decisions() -> None:
     feed(resumed, norms, 1531, 3000)
 
     later = [change for change in straight_sink.changes() if change[0] > 1530]
-    assert len(later) >= 3
+    assert len(later) >= 2  # the drift moves the (smoothed) target after the resume too
     assert resumed_sink.changes() == later
     assert resumed_knobs.clip_threshold == straight_knobs.clip_threshold
 

@@ -17,7 +17,13 @@ re-derived, by `mode`:
   window's (1 - target_clip_rate) quantile, so the threshold never walks down into
   the norms it lets through.
 In `zscore` and `percentile` modes `adjustment_factor` is a dead band: the threshold moves
-to its target only when they differ by more than that ratio. After a change a network's
+to its target only when they differ by more than that ratio. Once there are enough
+intervals, the target is the mean (in log) of the last `SMOOTHED_TARGETS` raw targets and
+the dead band is never narrower than three standard errors of that mean (from the spread
+of the last `TARGET_HISTORY` targets): a dead band narrower than the noise of its own
+target would follow noise and spend `max_adjustments` on it. Under fp16 a non-finite
+norm is the GradScaler's overflow (a skipped step, the scale halves), not an exploding
+gradient: it is counted as `overflows` and left out of the statistics. After a change a network's
 threshold stays put for `cooldown` iterations. Thresholds stay in
 [min_threshold, max_threshold]. Networks (generator, discriminator) keep separate
 statistics. Each interval logs threshold, windowed clip rate, norm mean and max, and
@@ -53,6 +59,10 @@ ClipMode = Literal["zscore", "percentile", "rule"]
 RULE_LOW_MEAN_SHARE = 0.3
 # Exploding gradients logged per network and interval (the rest are counted).
 MAX_EVENTS_LOGGED = 5
+# Intervals of target history whose jitter sets the smallest dead band.
+TARGET_HISTORY = 100
+# Targets averaged into the one the threshold moves to.
+SMOOTHED_TARGETS = 10
 
 
 class AdaptiveGradientClippingConfig(AutomationConfig):
@@ -276,7 +286,10 @@ class NetworkClipper:
         self.threshold = config.initial_threshold
         self.last_change: int | None = None
         self.exploding_total = 0
+        self.overflow_total = 0
         self.stats: dict[str, float] = {}
+        # log(target) of recent intervals: the target's own noise widens the dead band.
+        self.log_targets: list[float] = []
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -285,6 +298,8 @@ class NetworkClipper:
             "threshold": self.threshold,
             "last_change": self.last_change,
             "exploding_total": self.exploding_total,
+            "overflow_total": self.overflow_total,
+            "log_targets": list(self.log_targets),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -294,6 +309,8 @@ class NetworkClipper:
         last = state["last_change"]
         self.last_change = None if last is None else int(last)
         self.exploding_total = int(state["exploding_total"])
+        self.overflow_total = int(state["overflow_total"])
+        self.log_targets = [float(v) for v in state["log_targets"]]
 
 
 @register_automation
@@ -304,6 +321,7 @@ class AdaptiveGradientClipping(Automation):
     def __init__(self, config: AdaptiveGradientClippingConfig) -> None:
         super().__init__(config)
         self.options = config
+        self.fp16 = False
         self.clippers: dict[str, NetworkClipper] = {}
         if config.networks is not None:
             self.clippers = {net: NetworkClipper(config) for net in config.networks}
@@ -331,6 +349,8 @@ class AdaptiveGradientClipping(Automation):
         return decisions
 
     def observe_step(self, record: StepRecord) -> None:
+        # A host check of None, no device read: fp16 steps carry the scaler's scale.
+        self.fp16 = record.loss_scale is not None
         for net, clipper in self.clippers.items():
             norm = record.grad_norms.get(net)
             if norm is None:
@@ -375,8 +395,11 @@ class AdaptiveGradientClipping(Automation):
         # clip_grad_norm_ clips exactly when the norm exceeds the threshold in force.
         clipped = sum(1 for v, limit in zip(norms, thresholds, strict=True) if v > limit)
         clip_rate = clipped / len(norms)
+        recent_norms = norms[first_recent:]
+        overflows = sum(1 for v in recent_norms if not math.isfinite(v)) if self.fp16 else 0
+        clipper.overflow_total += overflows
         exploding = self._exploding(
-            net, norms[first_recent:], iterations[first_recent:], thresholds[first_recent:]
+            net, recent_norms, iterations[first_recent:], thresholds[first_recent:]
         )
         clipper.exploding_total += exploding
         clipper.stats = {
@@ -385,6 +408,7 @@ class AdaptiveGradientClipping(Automation):
             "norm_mean": mean,
             "norm_max": finite[-1],
             "exploding": float(exploding),
+            "overflows": float(overflows),
         }
         if self.options.detailed_logging:
             logger.info(
@@ -458,9 +482,19 @@ class AdaptiveGradientClipping(Automation):
                 f"EMA mean {clipper.ema.mean:.4g} + {self.options.zscore_threshold:g} x std "
                 f"{clipper.ema.std:.4g}"
             )
+        history = clipper.log_targets = [*clipper.log_targets, math.log(target)][-TARGET_HISTORY:]
+        if len(history) >= SMOOTHED_TARGETS:
+            # Move to the mean of the recent targets, not to the latest one: a move to an
+            # extreme of the target's own noise would be undone by the next interval.
+            recent = history[-SMOOTHED_TARGETS:]
+            target = math.exp(sum(recent) / len(recent))
+            mean_log = sum(history) / len(history)
+            spread = math.sqrt(sum((v - mean_log) ** 2 for v in history) / (len(history) - 1))
+            factor = max(factor, math.exp(3 * spread / math.sqrt(SMOOTHED_TARGETS)))
+            reason = f"mean of the last {SMOOTHED_TARGETS} targets ({reason})"
         if max(target / threshold, threshold / target) < factor:
             return None  # within the dead band
-        return target, reason
+        return target, f"{reason}; dead band x{factor:.3g}"
 
     def _exploding(
         self, net: str, norms: list[float], iterations: list[int], thresholds: list[float]
@@ -469,7 +503,8 @@ class AdaptiveGradientClipping(Automation):
         events = [
             (it, norm, thr)
             for norm, it, thr in zip(norms, iterations, thresholds, strict=True)
-            if not math.isfinite(norm) or norm > limit_factor * thr
+            # Under fp16 a non-finite norm is a scaler overflow, counted apart.
+            if (not self.fp16 if not math.isfinite(norm) else norm > limit_factor * thr)
         ]
         for it, norm, thr in events[:MAX_EVENTS_LOGGED]:
             logger.warning(
