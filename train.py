@@ -44,6 +44,7 @@ from traiNNer.utils.dist import (
     broadcast_object,
     init_distributed,
     replicas_agree,
+    shutdown_distributed,
 )
 from traiNNer.utils.errors import UserError
 from traiNNer.utils.experiment import ExperimentPaths
@@ -67,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
+    finally:
+        shutdown_distributed()
 
 
 def train(args: argparse.Namespace) -> int:

@@ -67,3 +67,11 @@ def broadcast_object(obj: object, info: DistInfo) -> object:
     holder = [obj]
     torch_dist.broadcast_object_list(holder, src=0)
     return holder[0]
+
+
+def shutdown_distributed() -> None:
+    """Tear the process group down before exit (its threads otherwise abort the process)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
