@@ -196,3 +196,24 @@ def test_fp16_overflows_are_not_exploding_gradients(caplog: pytest.LogCaptureFix
             synthetic_trace(spec),
         )
     assert not any("exploding gradient" in message for message in caplog.messages)
+
+
+# ------------------------------------------------------------- regularization_scheduling
+REGULARIZATION = {"enabled": True, "overfit_metric": "psnr", "start": 1e-4, "end": 1e-3}
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_no_weight_decay_raise_on_a_healthy_run(seed: int) -> None:
+    result = run({"regularization_scheduling": REGULARIZATION}, TraceSpec(steps=200_000, seed=seed))
+    raises = [r for r in result.decisions if "fell with confidence" in r["reason"]]
+    assert raises == []
+    assert all(
+        r["new"] <= 1e-3 + 1e-12 for r in result.decisions if r["parameter"] == "weight_decay"
+    )
+
+
+def test_a_real_train_validation_gap_raises_weight_decay() -> None:
+    spec = TraceSpec(steps=150_000, seed=1, overfit_at=60_000, overfit_rate=0.05)
+    result = run({"regularization_scheduling": REGULARIZATION}, spec)
+    raised = [r["iteration"] for r in result.decisions if "fell with confidence" in r["reason"]]
+    assert raised and all(it > 60_000 for it in raised)

@@ -7,14 +7,16 @@ a cosine or linear ramp from `start` to `end` over training (as DINO ramps 0.04 
 the defaults keep that 10x ratio at the scale of SR AdamW settings), in `steps` equal
 steps of progress. When `overfit_metric` is set, each validation compares the trend of
 the mean training loss since the previous validation with the validation metric: the
-loss still falling while the metric stops improving for `patience` validations in a
-row is the overfitting gap, and the schedule is multiplied by `raise_factor` (a
+loss still falling while the metric falls with confidence (a line through the last
+`OVERFIT_WINDOW` validations: its gain plus three standard errors below zero) for
+`patience` validations in a row is the overfitting gap, and the schedule is multiplied by `raise_factor` (a
 permanent multiplier). The result always stays within
 `[min_weight_decay, max_weight_decay]`.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, ClassVar, Literal
 
 import torch
@@ -36,6 +38,10 @@ from traiNNer.automations.registry import register_automation
 
 OPTION = "train.automations.regularization_scheduling"
 NonNegativeFloat = Annotated[float, Meta(ge=0)]
+
+
+# Validations a line is fitted through to decide that the metric is falling.
+OVERFIT_WINDOW = 8
 
 
 class RegularizationSchedulingConfig(AutomationConfig):
@@ -110,6 +116,7 @@ class RegularizationScheduling(Automation):
             threshold=config.threshold,
             threshold_mode="rel",
         )
+        self.metric_history: list[tuple[int, float]] = []
         # Device-side sums of the finite training losses since the last validation.
         self.loss_sum: torch.Tensor | None = None
         self.loss_count: torch.Tensor | None = None
@@ -184,8 +191,12 @@ class RegularizationScheduling(Automation):
             return []
         value = metric_value(metrics, self.cfg.overfit_metric, f"{OPTION}.overfit_metric")
         loss = self._mean_loss_since_last_validation()
-        metric_improved = self.metric_tracker.is_improvement(value)
         self.metric_tracker.update(value)
+        if math.isfinite(value):
+            self.metric_history = [*self.metric_history, (iteration, value)][-OVERFIT_WINDOW:]
+        # The metric must be falling with confidence, not merely short of a noisy best: a
+        # line through the last validations, its gain + 3 standard errors below zero.
+        metric_improved = not self._metric_falls()
         previous, self.previous_loss = self.previous_loss, loss
         if loss is not None:
             self.last_loss = loss
@@ -205,9 +216,28 @@ class RegularizationScheduling(Automation):
             iteration,
             knobs,
             f"training loss fell ({previous:.4g} -> {loss:.4g}) while "
-            f"{self.cfg.overfit_metric} did not improve for {self.cfg.patience} validations: "
+            f"{self.cfg.overfit_metric} fell with confidence for {self.cfg.patience} validations: "
             f"weight decay x{self.cfg.raise_factor:g} (multiplier {self.multiplier:g})",
         )
+
+    def _metric_falls(self) -> bool:
+        points = self.metric_history
+        if len(points) < OVERFIT_WINDOW:
+            return False
+        xs = [float(it) for it, _ in points]
+        ys = [v for _, v in points]
+        n = len(points)
+        mean_x, mean_y = sum(xs) / n, sum(ys) / n
+        sxx = sum((x - mean_x) ** 2 for x in xs)
+        if sxx == 0:
+            return False
+        slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / sxx
+        residual = sum(
+            (y - mean_y - slope * (x - mean_x)) ** 2 for x, y in zip(xs, ys, strict=True)
+        ) / (n - 2)
+        sign = 1.0 if self.cfg.better == "higher" else -1.0
+        span = xs[-1] - xs[0]
+        return sign * slope * span + 3.0 * math.sqrt(residual / sxx) * span < 0
 
     def scalars(self) -> dict[str, float]:
         values = {"multiplier": self.multiplier, "overfit_count": float(self.overfit_count)}
@@ -223,6 +253,7 @@ class RegularizationScheduling(Automation):
             "overfit_count": self.overfit_count,
             "previous_loss": self.previous_loss,
             "metric": self.metric_tracker.state_dict(),
+            "metric_history": [list(point) for point in self.metric_history],
             "loss_sum": None if self.loss_sum is None else self.loss_sum.detach().cpu(),
             "loss_count": None if self.loss_count is None else self.loss_count.detach().cpu(),
         }
@@ -232,5 +263,6 @@ class RegularizationScheduling(Automation):
         self.overfit_count = int(state["overfit_count"])
         self.previous_loss = state["previous_loss"]
         self.metric_tracker.load_state_dict(state["metric"])
+        self.metric_history = [(int(it), float(v)) for it, v in state["metric_history"]]
         self.loss_sum = state["loss_sum"]
         self.loss_count = state["loss_count"]
