@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from tests.conftest import base_options, write_options
+from tests.test_automations_e2e import tensorboard_tags
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -67,17 +68,6 @@ def weight_curves(log_dir: Path) -> dict[str, list[float]]:
     return curves
 
 
-def scalar_tags(log_dir: Path) -> set[str]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    tags: set[str] = set()
-    for event_file in log_dir.glob("events.out.tfevents.*"):
-        accumulator = EventAccumulator(str(event_file))
-        accumulator.Reload()
-        tags |= set(accumulator.Tags()["scalars"])
-    return tags
-
-
 def assert_identical(a: Any, b: Any, where: str = "state") -> None:
     if isinstance(a, torch.Tensor):
         assert torch.equal(a, b), where
@@ -110,7 +100,7 @@ def test_mode_moves_weights_and_resumes_identically(
         assert curves and set(curves) <= every_loss
         tags = {
             tag.removeprefix("automations/dynamic_loss_scheduling/multiplier/")
-            for tag in scalar_tags(reference / "tb_logger" / "unit_run")
+            for tag in tensorboard_tags(reference / "tb_logger" / "unit_run")
         }
         assert {"l_g_l1", "l_g_mssim", "l_g_fft"} <= tags
     moved = [max(v) / min(v) - 1 for v in curves.values()]

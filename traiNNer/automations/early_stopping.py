@@ -31,6 +31,7 @@ from traiNNer.automations.base import (
     TrainInfo,
 )
 from traiNNer.automations.registry import register_automation
+from traiNNer.automations.trend import fitted_gain
 
 
 class EarlyStoppingConfig(AutomationConfig):
@@ -177,18 +178,11 @@ class EarlyStopping(Automation):
         points = self.history
         if len(points) < 2 or points[-1][0] - points[0][0] < self.patience_iters * 0.9:
             return None
-        xs = [float(it) for it, _ in points]
-        ys = [v for _, v in points]
-        n = len(points)
-        mean_x, mean_y = sum(xs) / n, sum(ys) / n
-        sxx = sum((x - mean_x) ** 2 for x in xs)
-        slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / sxx
-        residual = sum(
-            (y - mean_y - slope * (x - mean_x)) ** 2 for x, y in zip(xs, ys, strict=True)
-        ) / max(1, n - 2)
+        fit = fitted_gain(points, self.patience_iters)
+        if fit is None:
+            return None
         sign = 1.0 if self.options.better == "higher" else -1.0
-        span = self.patience_iters
-        return sign * slope * span, math.sqrt(residual / sxx) * span
+        return sign * fit[0], fit[1]
 
     def _patience_check(self, iteration: int, knobs: Knobs) -> list[Decision]:
         if iteration < self.options.min_iterations:

@@ -35,6 +35,7 @@ from traiNNer.automations.base import (
 )
 from traiNNer.automations.plateau import PlateauDetector
 from traiNNer.automations.registry import register_automation
+from traiNNer.automations.trend import fitted_gain
 
 OPTION = "train.automations.regularization_scheduling"
 NonNegativeFloat = Annotated[float, Meta(ge=0)]
@@ -224,20 +225,11 @@ class RegularizationScheduling(Automation):
         points = self.metric_history
         if len(points) < OVERFIT_WINDOW:
             return False
-        xs = [float(it) for it, _ in points]
-        ys = [v for _, v in points]
-        n = len(points)
-        mean_x, mean_y = sum(xs) / n, sum(ys) / n
-        sxx = sum((x - mean_x) ** 2 for x in xs)
-        if sxx == 0:
+        fit = fitted_gain(points, points[-1][0] - points[0][0])
+        if fit is None:
             return False
-        slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / sxx
-        residual = sum(
-            (y - mean_y - slope * (x - mean_x)) ** 2 for x, y in zip(xs, ys, strict=True)
-        ) / (n - 2)
         sign = 1.0 if self.cfg.better == "higher" else -1.0
-        span = xs[-1] - xs[0]
-        return sign * slope * span + 3.0 * math.sqrt(residual / sxx) * span < 0
+        return sign * fit[0] + 3.0 * fit[1] < 0
 
     def scalars(self) -> dict[str, float]:
         values = {"multiplier": self.multiplier, "overfit_count": float(self.overfit_count)}
