@@ -34,7 +34,7 @@ def ddp_automations() -> dict[str, Any]:
             "enabled": True,
             "min_interval": 2,
             "max_interval": 8,
-            "window": 2,
+            "window": 3,
             "cooldown": 0,
         },
         "early_stopping": {"enabled": True, "metric": "psnr", "patience": 50},

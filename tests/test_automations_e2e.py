@@ -61,7 +61,7 @@ def all_automations() -> dict[str, Any]:
             "enabled": True,
             "min_interval": 2,
             "max_interval": 8,
-            "window": 2,
+            "window": 3,
             "cooldown": 0,
         },
         "augmentation_scheduling": {

@@ -39,8 +39,13 @@ def options(
     return validate(decode_options(data), for_training=True)
 
 
-def run(automations: dict[str, Any], spec: TraceSpec, **train: Any) -> ReplayResult:
-    return replay(options(automations, spec.steps, **train), synthetic_trace(spec))
+def run(
+    automations: dict[str, Any],
+    spec: TraceSpec,
+    root: dict[str, Any] | None = None,
+    **train: Any,
+) -> ReplayResult:
+    return replay(options(automations, spec.steps, root, **train), synthetic_trace(spec))
 
 
 def changes(result: ReplayResult, parameter: str) -> list[tuple[int, Any]]:
@@ -117,16 +122,18 @@ def test_one_nan_validation_does_not_stop_a_long_run() -> None:
 
 
 def test_early_stop_patience_means_iterations_when_validation_frequency_moves() -> None:
-    spec = TraceSpec(steps=100_000, seed=2, metric_plateau_at=40_000, val_every=250)
+    # Fast early gains (the interval grows to 4000), then a plateau from 40k.
+    spec = TraceSpec(steps=100_000, seed=2, metric_plateau_at=40_000, val_every=250, psnr_amp=8.0)
     automations = {
         "early_stopping": {"enabled": True, "patience": 10, "min_delta": 0.01},
         "validation_frequency": {"enabled": True, "min_interval": 250, "max_interval": 4000},
     }
     result = run(automations, spec)
     # The fitted span is 10 x val_freq = 10,000 iterations however often validation ran:
-    # counted in validations at 250 it would have stopped about 2,500 after the plateau.
+    # counted in validations at 4000 it would have waited 40,000 after the plateau.
+    # (Sparse validations make the fit slower to be sure, never quicker.)
     assert result.stopped_at is not None and result.stopped_at >= 40_000 + 5_000
-    assert any(r["parameter"] == "val_interval" for r in result.decisions)
+    assert any(r["parameter"] == "val_interval" and r["new"] == 4000 for r in result.decisions)
 
 
 # --------------------------------------------------------------------------- precision
@@ -217,3 +224,97 @@ def test_a_real_train_validation_gap_raises_weight_decay() -> None:
     result = run({"regularization_scheduling": REGULARIZATION}, spec)
     raised = [r["iteration"] for r in result.decisions if "fell with confidence" in r["reason"]]
     assert raised and all(it > 60_000 for it in raised)
+
+
+# ---------------------------------------------------------------- augmentation_scheduling
+AUGMENTATION = {"enabled": True, "schedule": "constant", "end_prob": 0.8, "metric": "psnr"}
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_healthy_run_keeps_its_augmentation(seed: int) -> None:
+    result = run({"augmentation_scheduling": AUGMENTATION}, TraceSpec(seed=seed), use_moa=True)
+    assert [new for _, new in changes(result, "aug_prob")] == [0.8]  # the start, then nothing
+
+
+def test_augmentation_is_lowered_when_the_metric_falls_and_restored_when_it_recovers() -> None:
+    # PSNR falls 0.05 dB per 10k from 60k on: lowered after 60k, never before.
+    spec = TraceSpec(steps=150_000, seed=1, overfit_at=60_000, psnr_noise=0.01)
+    result = run({"augmentation_scheduling": AUGMENTATION}, spec, use_moa=True)
+    lowered = [(it, new) for it, new in changes(result, "aug_prob") if new < 0.8]
+    assert lowered and all(it > 60_000 for it, _ in lowered)
+
+
+def test_the_penalty_is_not_a_ratchet_on_a_plateau() -> None:
+    # A flat PSNR from 40k on (the late phase of any run) lowers nothing.
+    spec = TraceSpec(steps=200_000, seed=2, metric_plateau_at=40_000)
+    result = run({"augmentation_scheduling": AUGMENTATION}, spec, use_moa=True)
+    assert [new for _, new in changes(result, "aug_prob")] == [0.8]
+
+
+# ------------------------------------------------------------------ validation_frequency
+@pytest.mark.parametrize("seed", SEEDS)
+def test_validation_cost_stays_within_twice_the_configured_one(seed: int) -> None:
+    result = run({"validation_frequency": {"enabled": True}}, TraceSpec(seed=seed, val_every=250))
+    intervals = [new for _, new in changes(result, "val_interval")]
+    assert all(500 <= interval <= 4000 for interval in intervals)
+    assert len(result.validations) <= 2 * 200_000 // 1000
+    assert len(intervals) <= 12  # a few deliberate moves, not a walk
+
+
+def test_fast_progress_validates_less_and_a_plateau_more() -> None:
+    spec = TraceSpec(steps=100_000, seed=1, val_every=250, psnr_amp=8.0, metric_plateau_at=40_000)
+    result = run({"validation_frequency": {"enabled": True}}, spec)
+    intervals = changes(result, "val_interval")
+    assert any(new > 1000 for it, new in intervals if it < 40_000)
+    assert intervals[-1][1] == 500 and intervals[-1][0] > 40_000
+
+
+def test_early_stopping_with_validation_frequency_does_not_stop_a_healthy_run() -> None:
+    automations = {
+        "validation_frequency": {"enabled": True},
+        "early_stopping": {"enabled": True, "patience": 10, "min_delta": 0.001},
+    }
+    result = run(automations, TraceSpec(seed=1, val_every=250))
+    assert result.stopped_at is None
+
+
+# ----------------------------------------------------------------------- multi_metric_lr
+def test_multi_metric_patience_is_counted_in_iterations() -> None:
+    spec = TraceSpec(steps=100_000, seed=1, val_every=250, metric_plateau_at=40_000)
+    multi = {"enabled": True, "patience": 10}
+    slow = run({"multi_metric_lr": multi}, spec)
+    often = run(
+        {"multi_metric_lr": multi, "validation_frequency": {"enabled": True, "min_interval": 250}},
+        spec,
+    )
+    first = [changes(r, "lr_multiplier")[0][0] for r in (slow, often)]
+    assert all(it > 40_000 + 10_000 for it in first), first
+
+
+# ------------------------------------------------- every automation with `enabled: true`
+ALL_ENABLED = (
+    "adaptive_gradient_clipping",
+    "augmentation_scheduling",
+    "early_stopping",
+    "lr_scheduling",
+    "precision",
+    "regularization_scheduling",
+    "validation_frequency",
+)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_enabled_alone_the_automations_leave_a_healthy_200k_run_alone(seed: int) -> None:
+    spec = TraceSpec(seed=seed, val_every=250)
+    schedule = {"type": "CosineAnnealingLR", "T_max": 200_000, "eta_min": 1e-6}
+    result = run(
+        {name: {"enabled": True} for name in ALL_ENABLED},
+        spec,
+        {"use_amp": True, "amp_bf16": True},
+        scheduler=schedule,
+        use_moa=True,
+    )
+    assert result.stopped_at is None
+    assert changes(result, "lr_multiplier") == []
+    assert not any(r["parameter"] == "frozen" for r in result.decisions)
+    assert not any("fell with confidence" in r["reason"] for r in result.decisions)

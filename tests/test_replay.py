@@ -46,7 +46,7 @@ def options(tmp: Path, dataset: Path) -> dict[str, Any]:
             "enabled": True,
             "min_interval": 2,
             "max_interval": 8,
-            "window": 2,
+            "window": 3,
             "cooldown": 0,
         },
         "early_stopping": {"enabled": True, "patience": 50},

@@ -1,7 +1,9 @@
-"""augmentation_scheduling: ramped MoA probability, lowered on plateau, always bounded."""
+"""augmentation_scheduling: ramped MoA probability, scaled by the metric's trend, bounded."""
 
 from __future__ import annotations
 
+import math
+import random
 from typing import Any
 
 import pytest
@@ -80,46 +82,62 @@ def validate(
     return out
 
 
-def test_plateau_lowers_the_probability_by_the_factor() -> None:
-    automation, knobs = make(schedule="constant", end_prob=0.8, metric="psnr", patience=2)
-    decisions = validate(automation, knobs, [30.0, 30.5, 30.5, 30.5, 30.5])
-    # Three validations without improvement (more than patience 2) -> x0.5.
-    assert [(iteration, d.new) for iteration, d in decisions] == [(5000, 0.4)]
-    assert "has not improved" in decisions[0][1].reason
+def noisy(values: list[float], seed: int = 0, sigma: float = 0.01) -> list[float]:
+    generator = random.Random(seed)
+    return [v + generator.gauss(0.0, sigma) for v in values]
 
 
-def test_improving_metric_never_lowers() -> None:
-    automation, knobs = make(schedule="constant", end_prob=0.8, metric="psnr", patience=1)
-    assert validate(automation, knobs, [30.0 + 0.1 * i for i in range(20)]) == []
+def test_a_metric_that_falls_with_confidence_lowers_by_the_factor() -> None:
+    automation, knobs = make(schedule="constant", end_prob=0.8, metric="psnr", window=5)
+    decisions = validate(automation, knobs, noisy([30.0 - 0.1 * i for i in range(10)]))
+    # Two windows of 5 validations, both falling: one lowering at the 10th.
+    assert [(iteration, d.new) for iteration, d in decisions] == [(10_000, 0.4)]
+    assert "fell with confidence" in decisions[0][1].reason
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_plateau_or_noise_never_lowers(seed: int) -> None:
+    automation, knobs = make(schedule="constant", end_prob=0.8, metric="psnr")
+    flat = noisy([30.0] * 200, seed=seed, sigma=0.05)
+    assert validate(automation, knobs, flat) == []
+    rising = noisy([30.0 + 0.01 * i for i in range(200)], seed=seed, sigma=0.05)
+    assert validate(automation, knobs, rising) == []
     assert knobs.aug_prob == 0.8
 
 
-def test_degradation_lowers_at_once_and_min_prob_is_a_floor() -> None:
+def test_the_penalty_recovers_when_the_metric_rises_again() -> None:
+    automation, knobs = make(schedule="constant", end_prob=0.8, metric="psnr", window=4)
+    falling = [30.0 - 0.1 * i for i in range(8)]
+    rising = [29.2 + 0.1 * i for i in range(8)]
+    decisions = validate(automation, knobs, noisy(falling + rising))
+    assert [d.new for _, d in decisions] == [0.4, 0.8]  # lowered, then back, never above
+    assert "rose with confidence" in decisions[1][1].reason
+    assert automation.penalty == 1.0
+
+
+def test_min_prob_is_a_floor_and_a_fresh_window_spaces_the_lowerings() -> None:
     automation, knobs = make(
-        schedule="constant", end_prob=0.8, metric="psnr", patience=0, min_prob=0.15
+        schedule="constant", end_prob=0.8, metric="psnr", window=3, min_prob=0.15
     )
-    decisions = validate(automation, knobs, [30.0, 29.0, 28.0, 27.0, 26.0, 25.0])
-    values = [d.new for _, d in decisions]
-    assert values[0] == 0.4  # 29 is more than 1% below 30
-    assert "below its best" in decisions[0][1].reason
-    assert values == [0.4, 0.2, 0.15]  # then the floor: no further decisions
+    decisions = validate(automation, knobs, [30.0 - i for i in range(24)])
+    # One lowering per two fresh windows of 3 validations; the floor ends the decisions.
+    assert [iteration for iteration, _ in decisions] == [6000, 12_000, 18_000]
+    assert [d.new for _, d in decisions] == [0.4, 0.2, 0.15]
     assert knobs.aug_prob == 0.15
 
 
+def test_a_non_finite_validation_is_ignored() -> None:
+    automation, knobs = make(schedule="constant", end_prob=0.8, metric="psnr", window=3)
+    assert validate(automation, knobs, [30.0, math.nan, 30.1, math.inf]) == []
+    assert [v for _, v in automation.history] == [30.0, 30.1]
+
+
 def test_lowering_persists_through_the_ramp_and_never_exceeds_end_prob() -> None:
-    automation, knobs = make(start_prob=0.2, end_prob=0.6, metric="psnr", patience=0)
-    validate(automation, knobs, [30.0, 28.0])  # one degradation: penalty 0.5
+    automation, knobs = make(start_prob=0.2, end_prob=0.6, metric="psnr", window=3)
+    validate(automation, knobs, [30.0 - i for i in range(6)])  # confirmed fall: penalty 0.5
     values, _ = ramp(automation, knobs)
     assert values[-1] == pytest.approx(0.3)
     assert max(values) <= 0.6
-
-
-def test_lowering_is_spaced_by_patience() -> None:
-    automation, knobs = make(schedule="constant", end_prob=0.8, metric="psnr", patience=2)
-    # Keeps degrading every validation, but lowers only every third one.
-    decisions = validate(automation, knobs, [30.0 - i for i in range(8)])
-    assert [iteration for iteration, _ in decisions] == [2000, 5000, 8000]
-    assert [d.new for _, d in decisions] == [0.4, 0.2, 0.1]
 
 
 def test_config_rejects_an_inverted_ramp_window() -> None:
@@ -138,8 +156,8 @@ def test_config_rejects_an_inverted_ramp_window() -> None:
 
 
 def test_state_round_trip_gives_identical_later_decisions() -> None:
-    options = {"start_prob": 0.1, "end_prob": 0.9, "metric": "psnr", "patience": 1}
-    metric = [30.0, 30.2, 30.2, 30.2, 30.3, 30.3, 30.3, 30.3, 29.0, 29.0]
+    options = {"start_prob": 0.1, "end_prob": 0.9, "metric": "psnr", "window": 3}
+    metric = [30.0 - 0.3 * i for i in range(20)]  # a validation every 500 iterations
 
     def run(automation: AugmentationScheduling, knobs: Knobs, first: int, last: int) -> list[Any]:
         out = []
@@ -147,8 +165,8 @@ def test_state_round_trip_gives_identical_later_decisions() -> None:
             out += [
                 (iteration, d.new) for d in apply(knobs, automation.on_interval(iteration, knobs))
             ]
-            if iteration % 1000 == 0:
-                value = metric[iteration // 1000 - 1]
+            if iteration % 500 == 0:
+                value = metric[iteration // 500 - 1]
                 decisions = automation.after_validation(iteration, {"psnr": value}, knobs)
                 out += [(iteration, d.new) for d in apply(knobs, decisions)]
         return out

@@ -139,8 +139,8 @@ def test_restore_best_weights_is_requested_on_stop_only_when_configured() -> Non
 
 
 def test_metric_keyed_by_dataset_is_found() -> None:
-    controller, knobs, _, _ = setup(metric="val/psnr", patience=1)
-    assert validate(controller, knobs, [30.0, 29.0]) == 2000
+    controller, knobs, _, _ = setup(metric="val/psnr", patience=2)
+    assert validate(controller, knobs, [30.0, 29.0, 28.0]) == 3000
 
 
 def test_resume_keeps_patience_counters() -> None:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import io
 import random
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
+from tests.conftest import base_options
 from traiNNer.automations.base import Decision, Knobs
 from traiNNer.automations.multi_metric_lr import MultiMetricLR, MultiMetricLRConfig
+from traiNNer.config.loader import decode_options, validate
 from traiNNer.config.validation import convert
 from traiNNer.utils.errors import ConfigError, UserError
 
@@ -119,15 +122,39 @@ def test_missing_metric_names_the_option() -> None:
         automation.after_validation(1000, {"psnr": 30.0}, Knobs())
 
 
-def test_config_requires_metrics_with_directions() -> None:
-    prefix = "train.automations.multi_metric_lr"
-    with pytest.raises(ConfigError, match="metrics"):
-        convert({"enabled": True}, MultiMetricLRConfig, prefix)
-    with pytest.raises(ConfigError, match=r"metrics\.psnr\.better"):
-        convert({"enabled": True, "metrics": {"psnr": {}}}, MultiMetricLRConfig, prefix)
+def options_with(automation: dict[str, Any], metrics: dict[str, Any]) -> Any:
+    data = base_options(Path("/unused"), Path("/unused"))
+    data["val"]["metrics"] = metrics
+    data["train"]["automations"] = {"multi_metric_lr": automation}
+    return validate(decode_options(data), for_training=True)
+
+
+def test_enabled_alone_combines_every_validation_metric_in_its_direction() -> None:
+    metrics = {
+        "psnr": {"type": "calculate_psnr", "crop_border": 2},
+        "ssim": {"type": "calculate_ssim", "crop_border": 2},
+        "noise": {"type": "calculate_psnr", "crop_border": 2, "better": "lower"},
+    }
+    opt = options_with({"enabled": True}, metrics)
+    config = opt.train.automations.multi_metric_lr
+    assert {name: (t.better, t.weight) for name, t in config.metrics.items()} == {
+        "psnr": ("higher", 1.0),
+        "ssim": ("higher", 1.0),
+        "noise": ("lower", 1.0),
+    }
+    # A term named without a direction takes the one val.metrics gives it.
+    opt = options_with({"enabled": True, "metrics": {"noise": {"weight": 2}}}, metrics)
+    assert opt.train.automations.multi_metric_lr.metrics["noise"].better == "lower"
+
+
+def test_no_metric_to_combine_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"multi_metric_lr\.metrics"):
+        options_with({"enabled": True}, {})
     with pytest.raises(ConfigError, match="weight"):
         convert(
-            {"metrics": {"psnr": {"better": "higher", "weight": 0}}}, MultiMetricLRConfig, prefix
+            {"metrics": {"psnr": {"better": "higher", "weight": 0}}},
+            MultiMetricLRConfig,
+            "train.automations.multi_metric_lr",
         )
 
 

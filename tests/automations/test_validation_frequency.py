@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from traiNNer.automations.validation_frequency import (
 from traiNNer.config.validation import convert
 from traiNNer.utils.errors import ConfigError, UserError
 
-OPTIONS: dict[str, Any] = {"min_interval": 250, "max_interval": 4000, "cooldown": 0}
+OPTIONS: dict[str, Any] = {"min_interval": 250, "max_interval": 4000, "cooldown": 0, "window": 3}
 
 
 def make(val_interval: int = 1000, **options: Any) -> tuple[ValidationFrequency, Knobs]:
@@ -54,11 +55,11 @@ def run(
 
 
 def fast(iteration: int) -> float:
-    return 25.0 * math.exp(0.02 * iteration / 1000)  # 2% per 1000 iterations
+    return 25.0 * math.exp(0.02 * iteration / 1000)  # 2% (0.5 dB and more) per 1000
 
 
 def flat(iteration: int) -> float:
-    return 30.0 + 0.001 * ((iteration // 250) % 3)  # wobbles by 0.001 dB
+    return 30.0 + 0.0001 * ((iteration // 250) % 3)  # wobbles by 0.0001 dB
 
 
 def test_fast_progress_grows_the_interval_up_to_max_only() -> None:
@@ -87,8 +88,8 @@ def test_degrading_metric_shrinks_the_interval() -> None:
 
 def test_moderate_progress_keeps_the_interval() -> None:
     automation, knobs = make()
-    # 0.5% per 1000 iterations: between slow_rate 0.1% and fast_rate 1%.
-    _, decisions, _ = run(automation, knobs, lambda it: 30.0 * (1 + 0.005 * it / 1000), 10)
+    # 0.01 dB per 1000 iterations: between slow_rate 0.001 and fast_rate 0.05 dB.
+    _, decisions, _ = run(automation, knobs, lambda it: 30.0 + 0.01 * it / 1000, 10)
     assert decisions == []
     assert knobs.val_interval == 1000
 
@@ -96,9 +97,30 @@ def test_moderate_progress_keeps_the_interval() -> None:
 def test_rate_is_per_iteration_so_a_longer_interval_is_not_faster_progress() -> None:
     short = [(1000, 30.0), (2000, 30.03), (3000, 30.06)]
     long = [(4000, 30.0), (8000, 30.12), (12000, 30.24)]
-    assert improvement_rate(short, "higher") == pytest.approx(improvement_rate(long, "higher"))
-    assert improvement_rate([(0, 0.2), (1000, 0.19)], "lower") > 0  # lower is better
-    assert improvement_rate([(0, 30.0), (1000, math.nan)], "higher") == -math.inf
+    assert improvement_rate(short, "higher")[0] == pytest.approx(0.03)  # dB per 1000
+    assert improvement_rate(long, "higher")[0] == pytest.approx(0.03)
+    assert improvement_rate([(0, 0.2), (1000, 0.19)], "lower")[0] > 0  # lower is better
+    assert improvement_rate([(0, 30.0), (1000, math.nan)], "higher")[0] == -math.inf
+
+
+def test_noise_within_the_rates_moves_nothing() -> None:
+    # 0.01 dB per 1000 iterations under 0.05 dB of validation noise: neither fast nor slow.
+    generator = random.Random(12)
+    automation, knobs = make(window=6)
+    _, decisions, _ = run(
+        automation, knobs, lambda it: 30.0 + 0.01 * it / 1000 + generator.gauss(0, 0.05), 150
+    )
+    assert decisions == []
+
+
+def test_bounds_default_to_half_and_twice_the_configured_val_freq() -> None:
+    automation = ValidationFrequency(ValidationFrequencyConfig(enabled=True, cooldown=0, window=3))
+    knobs = Knobs(val_interval=1000)
+    automation.on_train_start(TrainInfo(200_000, 0, "cpu", False, val_freq=1000), knobs)
+    intervals, _, _ = run(automation, knobs, flat, 10)
+    assert min(intervals) == 500
+    intervals, _, _ = run(automation, knobs, fast, 10, start=20_000)
+    assert max(intervals) == 2000
 
 
 def test_configured_interval_outside_bounds_is_clamped_at_start() -> None:
@@ -114,7 +136,7 @@ def test_disabled_validation_stays_disabled() -> None:
 def test_cooldown_spaces_out_changes() -> None:
     automation, knobs = make(val_interval=4000, cooldown=2)
     _, decisions, _ = run(automation, knobs, flat, 9)
-    # Changes at validations 2, 5 and 8 (two quiet validations after each).
+    # Changes at validations 3 (the first full window), 6 and 9 (two quiet ones after each).
     assert [d.new for d in decisions] == [2000, 1000, 500]
 
 

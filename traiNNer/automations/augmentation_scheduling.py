@@ -4,11 +4,17 @@ The trainer passes `Knobs.aug_prob` to `traiNNer.data.moa.BatchAugment`. The val
 follows a schedule over training (linear or cosine from `start_prob` to `end_prob`
 between the fractions `ramp_start` and `ramp_end` of `total_iter`, in `steps` equal
 steps so that the log shows a handful of changes, not one per interval) and, when
-`metric` is set, is lowered by `lower_factor` each time that validation metric
-plateaus (`patience` validations without improving by `threshold`) or degrades (worse
-than its best by more than `degrade_tolerance`, relative). The lowering is permanent
-and never pushes below `min_prob` (or the schedule, if that is lower); the value never
-exceeds the larger of `start_prob` and `end_prob`.
+`metric` is set, is scaled by a penalty that follows that validation metric's trend.
+The finite validations are cut into consecutive windows of `window`; a line is fitted
+through each. When two windows in a row fall with confidence (the fitted gain plus
+`noise_sigmas` standard errors below zero) the penalty is multiplied by `lower_factor`;
+when two in a row rise with confidence while the penalty is below 1 it is divided by
+`lower_factor` again (never above 1). Two windows, because the standard error of one
+short fit is itself noisy: on a flat metric one window in a hundred looks confident at
+3 sigma, two in a row almost never do. A plateau is not a reason to lower (late in a
+healthy run the metric is always nearly flat) and the penalty is not a ratchet. The
+value never goes below `min_prob` (or the schedule, if that is lower) and never exceeds
+the larger of `start_prob` and `end_prob`.
 """
 
 from __future__ import annotations
@@ -27,8 +33,8 @@ from traiNNer.automations.base import (
     TrainInfo,
     metric_value,
 )
-from traiNNer.automations.plateau import PlateauDetector
 from traiNNer.automations.registry import register_automation
+from traiNNer.automations.trend import fitted_gain
 from traiNNer.utils.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -85,21 +91,30 @@ class AugmentationSchedulingConfig(AutomationConfig):
     ] = 100
     metric: Annotated[
         str | None,
-        Meta(description='Validation metric that lowers the probability ("psnr"); null: off.'),
+        Meta(
+            description='Validation metric whose trend scales the probability ("psnr"); null: off.'
+        ),
     ] = None
-    better: BetterOption = "higher"
-    patience: Annotated[
-        int, Meta(ge=0, description="Validations without improvement before lowering.")
-    ] = 3
-    threshold: Annotated[
-        float, Meta(ge=0, description="Relative improvement that counts as improving.")
-    ] = 1e-4
-    degrade_tolerance: Annotated[
+    better: BetterOption = None
+    window: Annotated[
+        int,
+        Meta(ge=3, description="Validations a line is fitted through to read the metric's trend."),
+    ] = 8
+    noise_sigmas: Annotated[
         float,
-        Meta(ge=0, description="Relative drop below the best metric that lowers at once."),
-    ] = 0.01
+        Meta(
+            gt=0,
+            description="Standard errors of the fitted gain the trend must clear before the "
+            "penalty moves (higher: fewer changes caused by noise).",
+        ),
+    ] = 3.0
     lower_factor: Annotated[
-        float, Meta(gt=0, lt=1, description="Multiplier applied on plateau or degradation.")
+        float,
+        Meta(
+            gt=0,
+            lt=1,
+            description="Penalty multiplier when the metric falls (divisor when it recovers).",
+        ),
     ] = 0.5
     min_prob: Annotated[
         UnitFloat, Meta(description="Lowering never goes below this (nor above the schedule).")
@@ -127,18 +142,15 @@ class AugmentationScheduling(Automation):
             )
 
     def __init__(self, config: AugmentationSchedulingConfig) -> None:
+        config = self.completed(config)
         super().__init__(config)
         self.cfg = config
         self.total_iter = 1
         self.penalty = 1.0
-        self.detector = PlateauDetector(
-            "max" if config.better == "higher" else "min",
-            patience=config.patience,
-            threshold=config.threshold,
-            threshold_mode="rel",
-        )
-        # Lowerings are at least patience + 1 validations apart, whatever their cause.
-        self.since_lower = config.patience + 1
+        # Finite validations of the window being filled: (iteration, value).
+        self.history: list[tuple[int, float]] = []
+        # The confident direction of the previous window: -1 fell, +1 rose, 0 neither.
+        self.previous_trend = 0
         self.last_value: float | None = None
         self.last_scheduled: float | None = None
 
@@ -181,7 +193,7 @@ class AugmentationScheduling(Automation):
             f"at {progress:.0%} of training"
         )
         if self.penalty < 1.0:
-            reason += f", times plateau penalty {self.penalty:g}"
+            reason += f", times metric penalty {self.penalty:g}"
         return reason
 
     def after_validation(
@@ -190,31 +202,35 @@ class AugmentationScheduling(Automation):
         if self.cfg.metric is None:
             return []
         value = metric_value(metrics, self.cfg.metric, f"{OPTION}.metric")
-        best = self.detector.best
-        plateau = self.detector.update(value)
-        self.since_lower += 1
-        degraded = math.isfinite(best) and self._worse_than(value, best)
-        if not (plateau or degraded) or self.since_lower <= self.cfg.patience:
-            return []
-        self.penalty *= self.cfg.lower_factor
-        self.since_lower = 0
-        cause = (
-            f"{self.cfg.metric} {value:g} fell more than {self.cfg.degrade_tolerance:.1%} "
-            f"below its best {best:g}"
-            if degraded
-            else f"{self.cfg.metric} has not improved for more than {self.cfg.patience} validations"
-        )
-        return self._apply(
-            iteration,
-            knobs,
-            f"{cause}: augmentation x{self.cfg.lower_factor:g} (penalty {self.penalty:g})",
-        )
-
-    def _worse_than(self, value: float, best: float) -> bool:
         if not math.isfinite(value):
-            return True
-        drop = best - value if self.cfg.better == "higher" else value - best
-        return drop > self.cfg.degrade_tolerance * abs(best)
+            return []  # a diverged validation is the precision fallback's business
+        self.history.append((iteration, value))
+        if len(self.history) < self.cfg.window:
+            return []
+        window, self.history = self.history, []
+        fit = fitted_gain(window, window[-1][0] - window[0][0])
+        if fit is None:
+            return []
+        gain, error = fit
+        gain = gain if self.cfg.better == "higher" else -gain
+        margin = self.cfg.noise_sigmas * error
+        trend = -1 if gain + margin < 0 else 1 if gain - margin > 0 else 0
+        confirmed = trend != 0 and trend == self.previous_trend
+        self.previous_trend = 0 if confirmed else trend
+        if not confirmed or (trend > 0 and self.penalty >= 1.0):
+            return []
+        if trend < 0:
+            self.penalty *= self.cfg.lower_factor
+            verb = f"fell with confidence: augmentation x{self.cfg.lower_factor:g}"
+        else:
+            self.penalty = min(1.0, self.penalty / self.cfg.lower_factor)
+            verb = f"rose with confidence: augmentation /{self.cfg.lower_factor:g}"
+        cause = (
+            f"{self.cfg.metric} {gain:+.4g} (+/- {error:.2g}) over iterations "
+            f"{window[0][0]}-{iteration}, the second window in a row that {verb} "
+            f"(penalty {self.penalty:g})"
+        )
+        return self._apply(iteration, knobs, cause)
 
     def scalars(self) -> dict[str, float]:
         values = {"penalty": self.penalty}
@@ -227,11 +243,11 @@ class AugmentationScheduling(Automation):
     def state_dict(self) -> dict[str, Any]:
         return {
             "penalty": self.penalty,
-            "detector": self.detector.state_dict(),
-            "since_lower": self.since_lower,
+            "history": [[i, v] for i, v in self.history],
+            "previous_trend": self.previous_trend,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.penalty = float(state["penalty"])
-        self.detector.load_state_dict(state["detector"])
-        self.since_lower = int(state["since_lower"])
+        self.history = [(int(i), float(v)) for i, v in state["history"]]
+        self.previous_trend = int(state["previous_trend"])

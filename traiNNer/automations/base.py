@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Protocol, TypeVar
 
 import msgspec
 import torch
@@ -31,8 +31,14 @@ if TYPE_CHECKING:
 
 Value = float | int | bool | str | dict[str, Any] | None
 Better = Literal["higher", "lower"]
-# The `better` key of automations that watch a validation metric.
-BetterOption = Annotated[Better, Meta(description="Direction in which the metric improves.")]
+# The `better` key of automations that watch a validation metric; the loader fills a
+# null one in from val.metrics (`Automation.completed`).
+BetterOption = Annotated[
+    Better | None,
+    Meta(description="Direction in which the metric improves; null: the one val.metrics gives it."),
+]
+# What a metric key left null means where no option file says otherwise.
+FALLBACK_METRIC = "psnr"
 
 
 class AutomationConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -47,6 +53,9 @@ class AutomationConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
             "values and stops deciding (0 = no limit).",
         ),
     ] = 100
+
+
+C = TypeVar("C", bound=AutomationConfig)
 
 
 # What the trainer can do when an automation asks (a decision on one of these names is
@@ -162,7 +171,9 @@ class Automation:
     - `startup_priority`: order of the `run_startup` phases (optimizer race first);
     - `metric_options`: (metric key, direction key) pairs of its config, e.g.
       `(("metric", "better"),)`: the metrics it reads, checked against `val.metrics`
-      at load (override `metric_reads` for anything else);
+      at load (override `metric_reads` for anything else). A null direction key is
+      filled in from val.metrics, and so is a null metric key listed in
+      `default_metric_keys` (with the first validation metric), by `completed`;
     - `check_options`: other cross-checks against the rest of the options.
     """
 
@@ -172,6 +183,26 @@ class Automation:
     oom_priority: ClassVar[int] = 100
     startup_priority: ClassVar[int] = 100
     metric_options: ClassVar[tuple[tuple[str, str], ...]] = ()
+    default_metric_keys: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def completed(cls, config: C, opt: Options | None = None) -> C:
+        """`config` with its null metric keys derived from the option file.
+
+        A metric key in `default_metric_keys` left null becomes the first of val.metrics;
+        a null direction becomes the one val.metrics declares for that metric. Without
+        an option file (an automation built on its own) they become "psnr" and "higher".
+        """
+        metrics = opt.val.metrics if opt is not None and opt.val is not None else {}
+        changes: dict[str, Any] = {}
+        for metric_key, better_key in cls.metric_options:
+            metric = getattr(config, metric_key)
+            if metric is None and metric_key in cls.default_metric_keys:
+                metric = changes[metric_key] = next(iter(metrics), FALLBACK_METRIC)
+            if metric is not None and getattr(config, better_key) is None:
+                declared = metrics.get(metric.rpartition("/")[2])
+                changes[better_key] = (declared.better if declared else None) or "higher"
+        return msgspec.structs.replace(config, **changes) if changes else config
 
     @classmethod
     def metric_reads(cls, config: Any) -> list[MetricRead]:

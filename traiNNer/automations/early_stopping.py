@@ -38,9 +38,13 @@ class EarlyStoppingConfig(AutomationConfig):
     """Options of the `early_stopping` automation."""
 
     metric: Annotated[
-        str, Meta(description="Validation metric to monitor, e.g. psnr or <dataset>/psnr.")
-    ] = "psnr"
-    better: BetterOption = "higher"
+        str | None,
+        Meta(
+            description="Validation metric to monitor, e.g. psnr or <dataset>/psnr; null: "
+            "the first of val.metrics."
+        ),
+    ] = None
+    better: BetterOption = None
     patience: Annotated[
         int,
         Meta(
@@ -95,8 +99,10 @@ class EarlyStopping(Automation):
     config_type = EarlyStoppingConfig
     actions = frozenset({"restore_best_weights"})
     metric_options = (("metric", "better"),)
+    default_metric_keys = ("metric",)
 
     def __init__(self, config: EarlyStoppingConfig) -> None:
+        config = self.completed(config)
         super().__init__(config)
         self.options = config
         self.best = -math.inf if config.better == "higher" else math.inf

@@ -93,7 +93,7 @@ class LRSchedulingConfig(AutomationConfig):
             description="Validation metric to watch, e.g. psnr or <dataset>/psnr (None: loss only)."
         ),
     ] = None
-    metric_better: BetterOption = "higher"
+    metric_better: BetterOption = None
     metric_patience: Annotated[
         int,
         Meta(
@@ -267,6 +267,7 @@ class LRScheduling(Automation):
     metric_options = (("metric", "metric_better"),)
 
     def __init__(self, config: LRSchedulingConfig) -> None:
+        config = self.completed(config)
         super().__init__(config)
         self.options = config
         self.base_lr: float | None = None

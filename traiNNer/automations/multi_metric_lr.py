@@ -7,10 +7,14 @@ scale, the mean absolute change between consecutive validations over the last
 makes PSNR (dB), SSIM and LPIPS-like metrics comparable. The composite is the
 weighted mean of these normalised progresses. Because the scales move, the whole
 kept history is re-expressed with the current scales at each validation, and the
-`PlateauDetector`'s best is the best earlier composite under those scales. A plateau
-(`patience` validations without the composite beating that best by `threshold`
-units) multiplies `Knobs.lr_multiplier` by `factor`, down to `min_lr_factor`. One
-metric wobbling while another keeps improving does not stop the composite improving.
+best is the best earlier composite under those scales. A plateau (more than `patience`
+validation intervals, counted in iterations at the option file's `val_freq`, without
+the composite beating that best by `threshold` units) multiplies `Knobs.lr_multiplier`
+by `factor`, down to `min_lr_factor`; counting resumes `cooldown` intervals after a cut.
+Counted in iterations, patience means the same when validation_frequency moves the
+interval. One metric wobbling while another keeps improving does not stop the
+composite improving. With `metrics` left empty the composite is every metric of
+val.metrics, weight 1, in the direction val.metrics gives it.
 
 A metric that only wobbles still moves by about one unit per validation in this
 normalisation, so the defaults (patience 5, scale over 10 changes) leave room for it:
@@ -31,12 +35,13 @@ from traiNNer.automations.base import (
     Automation,
     AutomationConfig,
     BetterOption,
+    C,
     Decision,
     Knobs,
     MetricRead,
+    TrainInfo,
     metric_value,
 )
-from traiNNer.automations.plateau import PlateauDetector
 from traiNNer.automations.registry import register_automation
 from traiNNer.utils.errors import ConfigError
 
@@ -50,7 +55,7 @@ SCALARS_INTERVAL = 100  # iterations between TensorBoard scalars
 class MetricTerm(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """One metric of the composite."""
 
-    better: BetterOption
+    better: BetterOption = None
     weight: Annotated[float, Meta(gt=0, description="Relative weight in the composite.")] = 1.0
 
 
@@ -61,18 +66,25 @@ class MultiMetricLRConfig(AutomationConfig):
         dict[str, MetricTerm],
         Meta(
             description='Validation metrics ("psnr" or "<dataset>/psnr") with direction '
-            "and weight, e.g. {psnr: {better: higher}, lpips: {better: lower, weight: 0.5}}."
+            "and weight, e.g. {psnr: {}, lpips: {better: lower, weight: 0.5}}; empty: every "
+            "metric of val.metrics."
         ),
     ] = msgspec.field(default_factory=dict)
     patience: Annotated[
-        int, Meta(ge=0, description="Validations without composite improvement tolerated.")
+        int,
+        Meta(
+            ge=0,
+            description="Validation intervals (at the option file's val_freq, so counted in "
+            "iterations) without composite improvement tolerated.",
+        ),
     ] = 5
     threshold: Annotated[
         float,
         Meta(ge=0, description="Composite gain that counts as improving, in typical steps."),
     ] = 0.1
     cooldown: Annotated[
-        int, Meta(ge=0, description="Validations after a reduction before counting again.")
+        int,
+        Meta(ge=0, description="Validation intervals after a reduction before counting again."),
     ] = 1
     factor: Annotated[
         float, Meta(gt=0, lt=1, description="LR multiplier applied on a plateau.")
@@ -95,13 +107,6 @@ class MultiMetricLRConfig(AutomationConfig):
         ),
     ] = False
 
-    def __post_init__(self) -> None:
-        if self.enabled and not self.metrics:
-            raise ValueError(
-                "metrics: name at least one validation metric with its direction, e.g. "
-                "{psnr: {better: higher}, ssim: {better: higher}}"
-            )
-
 
 def running_scale(values: list[float], window: int) -> float:
     """Mean absolute change over the last `window` steps (floored: never zero)."""
@@ -121,10 +126,28 @@ class MultiMetricLR(Automation):
         return [MetricRead(f"metrics.{m}", m, term.better) for m, term in config.metrics.items()]
 
     @classmethod
+    def completed(cls, config: C, opt: Options | None = None) -> C:
+        """Empty `metrics`: every validation metric; a null direction: val.metrics' one."""
+        assert isinstance(config, MultiMetricLRConfig)
+        declared = opt.val.metrics if opt is not None and opt.val is not None else {}
+        terms = config.metrics or {name: MetricTerm() for name in declared}
+        filled = {}
+        for name, term in terms.items():
+            metric = declared.get(name.rpartition("/")[2])
+            better = term.better or (metric.better if metric else None) or "higher"
+            filled[name] = msgspec.structs.replace(term, better=better)
+        return msgspec.structs.replace(config, metrics=filled)  # type: ignore[return-value]
+
+    @classmethod
     def check_options(cls, config: MultiMetricLRConfig, opt: Options) -> None:
         """Both LR automations multiply one lr_multiplier: only together when told to."""
         from traiNNer.automations.config import enabled_automations
 
+        if not config.metrics:
+            raise ConfigError(
+                "train.automations.multi_metric_lr.metrics: no validation metric to combine; "
+                "configure val.metrics (or name the metrics here)"
+            )
         automations = opt.train.automations if opt.train is not None else None
         if (
             "lr_scheduling" in enabled_automations(automations)
@@ -137,6 +160,7 @@ class MultiMetricLR(Automation):
             )
 
     def __init__(self, config: MultiMetricLRConfig) -> None:
+        config = self.completed(config)
         super().__init__(config)
         self.cfg = config
         total = sum(term.weight for term in config.metrics.values()) or 1.0
@@ -145,11 +169,24 @@ class MultiMetricLR(Automation):
             name: 1.0 if term.better == "higher" else -1.0 for name, term in config.metrics.items()
         }
         self.history: dict[str, list[float]] = {name: [] for name in config.metrics}
-        self.detector = PlateauDetector(
-            "max", config.patience, config.threshold, "abs", config.cooldown
-        )
+        self.best = -math.inf
+        # Iterations are counted in units of the option file's val_freq (validations
+        # when there is none); counting for a plateau starts at `quiet_since`.
+        self.val_freq = 0
+        self.validations = 0
+        self.quiet_since: int | None = None
         self.composite: float | None = None
         self.scales: dict[str, float] = {}
+
+    def on_train_start(self, info: TrainInfo, knobs: Knobs) -> list[Decision]:
+        self.val_freq = info.val_freq
+        return []
+
+    def _clock(self, iteration: int) -> tuple[int, int]:
+        """(now, one validation interval) in iterations, or in validations without val_freq."""
+        if self.val_freq > 0:
+            return iteration, self.val_freq
+        return self.validations, 1
 
     @property
     def interval(self) -> int:
@@ -171,6 +208,9 @@ class MultiMetricLR(Automation):
             name: metric_value(metrics, name, f"{OPTION}.metrics.{name}")
             for name in self.cfg.metrics
         }
+        self.validations += 1
+        now, unit = self._clock(iteration)
+        improved = False
         if all(math.isfinite(v) for v in values.values()):
             for name, value in values.items():
                 self.history[name] = [*self.history[name], value][-self.cfg.history_size :]
@@ -181,13 +221,16 @@ class MultiMetricLR(Automation):
             length = len(next(iter(self.history.values())))
             earlier = [self.composite_at(i) for i in range(length - 1)]
             # Re-express the best under today's scales before judging the latest value.
-            self.detector.best = max(earlier) if earlier else -math.inf
+            self.best = max(earlier) if earlier else -math.inf
             self.composite = self.composite_at(length - 1)
-            plateau = self.detector.update(self.composite)
-        else:
-            plateau = self.detector.update(math.nan)  # a non-finite metric never improves
-        if not plateau:
+            improved = self.composite > self.best + self.cfg.threshold
+        # A non-finite metric never improves.
+        if improved or self.quiet_since is None:
+            self.quiet_since = max(now, self.quiet_since or now)
             return []
+        if now - self.quiet_since <= self.cfg.patience * unit:
+            return []
+        self.quiet_since = now + self.cfg.cooldown * unit
         target = max(self.cfg.min_lr_factor, knobs.lr_multiplier * self.cfg.factor)
         target = float(f"{target:.6g}")
         if target >= knobs.lr_multiplier:
@@ -211,14 +254,14 @@ class MultiMetricLR(Automation):
             values[f"{name}_normalised"] = self.normalised(name, last)
             values[f"{name}_scale"] = self.scales[name]
         values["composite"] = self.composite
-        values["composite_best"] = max(self.composite, self.detector.best)
-        values["validations_without_improvement"] = float(self.detector.num_bad)
+        values["composite_best"] = max(self.composite, self.best)
         return values
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "history": {name: list(series) for name, series in self.history.items()},
-            "detector": self.detector.state_dict(),
+            "quiet_since": self.quiet_since,
+            "validations": self.validations,
             "composite": self.composite,
         }
 
@@ -228,7 +271,8 @@ class MultiMetricLR(Automation):
         lengths = {len(series) for series in self.history.values()}
         if len(lengths) != 1:  # the metric list changed since the save: start over
             self.history = {name: [] for name in self.cfg.metrics}
-        self.detector.load_state_dict(state["detector"])
+        self.quiet_since = state["quiet_since"]
+        self.validations = int(state["validations"])
         self.composite = state["composite"]
         if self.composite is not None and all(self.history.values()):
             self.scales = {

@@ -66,7 +66,7 @@ class RegularizationSchedulingConfig(AutomationConfig):
         str | None,
         Meta(description='Validation metric for the overfitting check ("psnr"); null: off.'),
     ] = None
-    better: BetterOption = "higher"
+    better: BetterOption = None
     loss_key: Annotated[
         str,
         Meta(description="Training loss followed (the sum of all losses if it is absent)."),
@@ -105,6 +105,7 @@ class RegularizationScheduling(Automation):
     metric_options = (("overfit_metric", "better"),)
 
     def __init__(self, config: RegularizationSchedulingConfig) -> None:
+        config = self.completed(config)
         super().__init__(config)
         self.cfg = config
         self.total_iter = 1

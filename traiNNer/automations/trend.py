@@ -9,7 +9,10 @@ from collections.abc import Sequence
 
 
 def fitted_gain(points: Sequence[tuple[int, float]], span: float) -> tuple[float, float] | None:
-    """(slope x span, its standard error), or None with fewer than 2 distinct iterations."""
+    """(slope x span, its standard error), or None with fewer than 2 distinct iterations.
+
+    Two points leave no residual to measure noise with: their error is infinite.
+    """
     n = len(points)
     if n < 2:
         return None
@@ -20,7 +23,9 @@ def fitted_gain(points: Sequence[tuple[int, float]], span: float) -> tuple[float
     if sxx == 0:
         return None
     slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / sxx
+    if n == 2:
+        return slope * span, math.inf
     residual = sum(
         (y - mean_y - slope * (x - mean_x)) ** 2 for x, y in zip(xs, ys, strict=True)
-    ) / max(1, n - 2)
+    ) / (n - 2)
     return slope * span, math.sqrt(residual / sxx) * span

@@ -102,7 +102,6 @@ def _check_train(opt: Options) -> None:
         train.scheduler = {"type": type_name, **check_kwargs(schedule, kwargs, "train.scheduler")}
 
     validate_moa(train.moa_augs, train.moa_probs)
-    _check_automations(opt)
 
 
 def _metric_references(opt: Options) -> list[tuple[str, str, str | None]]:
@@ -148,9 +147,18 @@ def _check_metric_references(opt: Options) -> None:
             )
 
 
+def _complete_automations(opt: Options) -> None:
+    """Fill the metric keys each enabled automation leaves null from the option file."""
+    if opt.train is None:
+        return
+    for name, config in enabled_automations(opt.train.automations).items():
+        setattr(opt.train.automations, name, get_automation(name).completed(config, opt))
+
+
 def _check_automations(opt: Options) -> None:
     """Each enabled automation's own cross-checks against the rest of the options."""
-    assert opt.train is not None
+    if opt.train is None:
+        return
     for name, config in enabled_automations(opt.train.automations).items():
         get_automation(name).check_options(config, opt)
 
@@ -186,6 +194,8 @@ def validate(opt: Options, for_training: bool) -> Options:
     _check_train(opt)
     _check_datasets(opt, for_training)
     _check_val(opt)
+    _complete_automations(opt)
+    _check_automations(opt)
     _check_metric_references(opt)
     return opt
 
