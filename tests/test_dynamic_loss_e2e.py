@@ -35,6 +35,8 @@ def options(tmp: Path, dataset: Path, mode: str) -> dict[str, Any]:
         "update_interval": 4,
         "adaptation_rate": 0.2,
     }
+    if mode == "dwa":  # 6 updates in all: rates from 3, every difference taken as real
+        opts["train"]["dynamic_loss_scheduling"] |= {"rate_window": 3, "noise_sigmas": 0.0}
     opts["logger"]["save_checkpoint_freq"] = 12
     return opts
 

@@ -318,3 +318,48 @@ def test_enabled_alone_the_automations_leave_a_healthy_200k_run_alone(seed: int)
     assert changes(result, "lr_multiplier") == []
     assert not any(r["parameter"] == "frozen" for r in result.decisions)
     assert not any("fell with confidence" in r["reason"] for r in result.decisions)
+
+
+# ------------------------------------------------------------ dynamic loss scheduling, dwa
+DWA = {"enabled": True, "mode": "dwa"}
+TWO_LOSSES = [
+    {"type": "l1loss", "loss_weight": 1.0},
+    {"type": "mssimloss", "loss_weight": 0.05},
+]
+
+
+def dwa_multipliers(spec: TraceSpec) -> dict[str, list[float]]:
+    result = run({"dynamic_loss_scheduling": DWA}, spec, losses=TWO_LOSSES)
+    base = {"l_g_l1": 1.0, "l_g_mssim": 0.05}
+    out: dict[str, list[float]] = {name: [1.0] for name in base}
+    for name, weight in base.items():
+        out[name] += [new / weight for _, new in changes(result, f"loss_weights.{name}")]
+    return out
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("shape", ["flat", "same_trend"])
+def test_dwa_does_not_follow_noise(seed: int, shape: str) -> None:
+    # Two losses with independent lognormal noise (sigma 0.3), both flat or both on the
+    # same power law: nothing tells them apart, so no weight walks.
+    plateau = 1 if shape == "flat" else None
+    spec = TraceSpec(
+        steps=100_000, seed=seed, loss_plateau_at=plateau, extra_losses={"l_g_mssim": 0.5}
+    )
+    multipliers = dwa_multipliers(spec)
+    spread = max(abs(m - 1.0) for series in multipliers.values() for m in series)
+    assert spread <= 0.02, spread  # within adaptation_threshold: not one change
+
+
+def test_dwa_gives_a_stalled_loss_more_weight_than_a_falling_one() -> None:
+    spec = TraceSpec(
+        steps=30_000,
+        seed=1,
+        loss_amp=0.04,
+        extra_losses={"l_g_mssim": 0.5},
+        stalled_losses=("l_g_mssim",),
+    )
+    multipliers = dwa_multipliers(spec)
+    assert max(multipliers["l_g_mssim"]) > 1.02
+    assert min(multipliers["l_g_mssim"]) >= 1.0
+    assert max(multipliers["l_g_l1"]) <= 1.0

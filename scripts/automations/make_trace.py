@@ -62,7 +62,10 @@ class TraceSpec:
     overfit_at: int | None = None
     overfit_rate: float = 0.05
     nan_metric_at: Sequence[int] = ()
-    extra_losses: dict[str, float] = field(default_factory=dict)  # name -> share of l1
+    # More losses: name -> share of the noise-free l1, each with its own lognormal noise
+    # (loss_sigma); a name in stalled_losses stays at its share of the starting l1.
+    extra_losses: dict[str, float] = field(default_factory=dict)
+    stalled_losses: Sequence[str] = ()
 
 
 def _held(t: np.ndarray, at: int | None) -> np.ndarray:
@@ -107,13 +110,19 @@ def synthetic_trace(spec: TraceSpec) -> Iterator[dict[str, Any]]:
     val_t = np.arange(spec.val_every, spec.steps + 1, spec.val_every, dtype=np.float64)
     psnr = clean_psnr(spec, val_t) + spec.psnr_noise * rng.standard_normal(len(val_t))
     nan_metric = set(spec.nan_metric_at)
-    shares = dict(spec.extra_losses)
+    clean = clean_loss(spec, t)
+    extra = {
+        name: share
+        * (clean[0] if name in spec.stalled_losses else clean)
+        * np.exp(spec.loss_sigma * rng.standard_normal(spec.steps))
+        for name, share in spec.extra_losses.items()
+    }
     next_val = 0
     for i in range(spec.steps):
         iteration = i + 1
         l1 = float(loss[i])
-        losses = {"l_g_l1": l1, **{n: l1 * share for n, share in shares.items()}}
-        losses["l_g_total"] = l1 * (1 + sum(shares.values()))
+        losses = {"l_g_l1": l1, **{name: float(values[i]) for name, values in extra.items()}}
+        losses["l_g_total"] = sum(losses.values())
         line: dict[str, Any] = {
             "iteration": iteration,
             "losses": losses,
@@ -144,7 +153,7 @@ def parse_args(argv: list[str] | None) -> tuple[TraceSpec, Path]:
     defaults = TraceSpec()
     for spec_field in fields(TraceSpec):
         name = spec_field.name
-        if name == "extra_losses":
+        if name in ("extra_losses", "stalled_losses"):
             continue
         flag = "--" + name.replace("_", "-")
         default = getattr(defaults, name)

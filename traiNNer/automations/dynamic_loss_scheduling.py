@@ -34,6 +34,7 @@ from traiNNer.losses.dynamic_loss_scheduling import (
     Mode,
     SmoothedLosses,
     balance_targets,
+    dwa_rates,
     dwa_targets,
     limited_step,
 )
@@ -105,6 +106,22 @@ class DynamicLossSchedulingConfig(AutomationConfig):
     update_interval: Annotated[
         int, Meta(ge=1, description="Iterations between weight updates.")
     ] = 200
+    rate_window: Annotated[
+        int,
+        Meta(
+            ge=3,
+            description="dwa: updates whose interval means a line is fitted through to "
+            "measure each loss's descent rate.",
+        ),
+    ] = 20
+    noise_sigmas: Annotated[
+        float,
+        Meta(
+            ge=0,
+            description="dwa: a descent rate within this many standard errors of the mean "
+            "rate of all losses counts as the mean (noise moves no weight).",
+        ),
+    ] = 3.0
     temperature: Annotated[
         float,
         Meta(
@@ -137,6 +154,8 @@ class DynamicLossScheduling(Automation):
         # Multipliers after the last update, published every interval (TensorBoard
         # `automations/dynamic_loss_scheduling/multiplier/<loss>`).
         self._multipliers: dict[str, float] = {}
+        # dwa: the last `rate_window` interval means, one list of per-loss values each.
+        self.interval_means: list[list[float]] = []
 
     @property
     def interval(self) -> int:
@@ -146,6 +165,7 @@ class DynamicLossScheduling(Automation):
         if dict(info.loss_weights) != self.base:
             # A fresh run, or the losses changed since the state was saved: start afresh.
             self._saved_stats = None
+            self.interval_means = []
         self.base = dict(info.loss_weights)
         return []
 
@@ -163,7 +183,11 @@ class DynamicLossScheduling(Automation):
         stats = self.stats
         if stats is None or not stats.refresh():
             return []
-        assert stats.smoothed is not None
+        assert stats.smoothed is not None and stats.means is not None
+        if self.cfg.mode == "dwa":
+            self.interval_means = [*self.interval_means, stats.means.tolist()][
+                -self.cfg.rate_window :
+            ]
         if stats.steps_observed < self.cfg.baseline_iterations or stats.reference is None:
             # The reference is the smoothed loss at the end of the baseline.
             stats.reference = stats.smoothed
@@ -172,9 +196,10 @@ class DynamicLossScheduling(Automation):
         names = list(self.base)
         smoothed = stats.smoothed.tolist()
         if self.cfg.mode == "dwa":
-            if stats.previous is None:
+            if len(self.interval_means) < self.cfg.rate_window:
                 return []
-            targets = dwa_targets(smoothed, stats.previous.tolist(), self.cfg.temperature)
+            rates = dwa_rates(self.interval_means, self.cfg.noise_sigmas)
+            targets = dwa_targets(rates, self.cfg.temperature)
         else:
             magnitudes = [abs(self.base[n]) for n in names]
             targets = balance_targets(smoothed, stats.reference.tolist(), magnitudes)
@@ -215,6 +240,7 @@ class DynamicLossScheduling(Automation):
             "base": dict(self.base),
             "stats": stats,
             "multipliers": dict(self._multipliers),
+            "interval_means": [list(means) for means in self.interval_means],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -222,6 +248,7 @@ class DynamicLossScheduling(Automation):
             return  # another mode's statistics mean nothing to this one: start afresh
         self.base = {k: float(v) for k, v in state["base"].items()}
         self._multipliers = {k: float(v) for k, v in state["multipliers"].items()}
+        self.interval_means = [[float(v) for v in means] for means in state["interval_means"]]
         # Tensors go to the loss device at the first observed step.
         self._saved_stats = state["stats"]
         self.stats = None

@@ -20,12 +20,16 @@ All rules below use ratios of S_k only, so multiplying a loss by a constant does
 change its multiplier (scale-free).
 
 Modes (targets t_k for the multipliers):
-- `dwa` (Dynamic Weight Average): r_k = S_k(now) / S_k(previous update), the
-  loss's descent rate over the last interval; t_k = K * softmax_k(r_k / T) with K
-  the number of losses, so the targets average 1. A loss that descends slower than
-  the others (r_k nearer 1, e.g. a stalled one) gets t_k > 1; a fast-falling loss
-  gets t_k < 1. Per-interval rates differ by a few percent, so T is small (the
-  paper's T = 2 over epochs would keep every target within a fraction of a percent).
+- `dwa` (Dynamic Weight Average): r_k is the loss's descent rate per interval,
+  exp of the slope of a line fitted through log M_k over the last `rate_window`
+  updates; t_k = K * softmax_k(r_k / T) with K the number of losses, so the targets
+  average 1. A loss that descends slower than the others (r_k nearer 1, e.g. a
+  stalled one) gets t_k > 1; a fast-falling loss gets t_k < 1. A slope that does not
+  differ from the mean slope of all losses by more than `noise_sigmas` of its own
+  standard error is taken as that mean: noise alone moves no weight (the ratio of two
+  consecutive smoothed values, the textbook rate, moved weights 5-8% on flat losses).
+  Rates differ by a few percent per interval, so T is small (the paper's T = 2 over
+  epochs would keep every target within a fraction of a percent).
 - `balance`: q_k = S_k / R_k, the loss relative to its reference R_k (S_k at the
   end of the baseline). The loss's share of the scale-free total is
   |w_k| m_k q_k / sum_j |w_j| m_j q_j; its target share is |w_k| / sum_j |w_j|.
@@ -68,6 +72,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from traiNNer.automations.trend import fitted_gain
 from traiNNer.utils.errors import UserError
 
 if TYPE_CHECKING:
@@ -95,14 +100,40 @@ def _average_grad_across_ranks(parameter: torch.Tensor) -> None:
         parameter.grad.div_(world_size)
 
 
-def dwa_targets(
-    smoothed: Sequence[float], previous: Sequence[float], temperature: float
-) -> list[float | None]:
-    """K * softmax(r / T) over losses with a usable descent rate r = now / previous."""
-    rates = [
-        now / before if now > 0 and before > 0 else None
-        for now, before in zip(smoothed, previous, strict=True)
-    ]
+def dwa_rates(interval_means: Sequence[Sequence[float]], noise_sigmas: float) -> list[float | None]:
+    """Per loss, exp(slope) of a line through log(interval mean) over the updates given.
+
+    A slope within `noise_sigmas` standard errors of the mean slope of all losses
+    becomes that mean; a loss with fewer than 3 positive finite means has no rate.
+    """
+    count = len(interval_means[0]) if interval_means else 0
+    fits: list[tuple[float, float] | None] = []
+    for k in range(count):
+        points = [
+            (i, math.log(means[k]))
+            for i, means in enumerate(interval_means)
+            if means[k] > 0 and math.isfinite(means[k])
+        ]
+        fit = fitted_gain(points, 1.0) if len(points) >= 3 else None
+        fits.append(fit)
+    usable = [fit for fit in fits if fit is not None]
+    if not usable:
+        return [None] * count
+    mean_slope = sum(slope for slope, _ in usable) / len(usable)
+    rates: list[float | None] = []
+    for fit in fits:
+        if fit is None:
+            rates.append(None)
+            continue
+        slope, error = fit
+        if abs(slope - mean_slope) <= noise_sigmas * error:
+            slope = mean_slope
+        rates.append(math.exp(slope))
+    return rates
+
+
+def dwa_targets(rates: Sequence[float | None], temperature: float) -> list[float | None]:
+    """K * softmax(r / T) over the losses with a descent rate."""
     usable = [rate for rate in rates if rate is not None]
     if not usable:
         return [None] * len(rates)
@@ -162,6 +193,7 @@ class SmoothedLosses:
         self.interval_steps = 0
         self.steps_observed = 0
         self.smoothed: torch.Tensor | None = None
+        self.means: torch.Tensor | None = None  # the last refreshed interval's means
         self.previous: torch.Tensor | None = None
         self.reference: torch.Tensor | None = None
 
@@ -183,6 +215,8 @@ class SmoothedLosses:
             dist.all_reduce(sums)
         interval_sum, interval_count = sums.unbind()
         means = interval_sum / interval_count.clamp_min(1.0)
+        # An interval where a loss was never finite has no mean (NaN: dwa skips it).
+        self.means = torch.where(interval_count > 0, means, torch.nan)
         if self.smoothed is None:
             smoothed = means
         else:
