@@ -25,16 +25,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_torchrun_two_cpu_processes_train_with_automations(
-    tmp_path: Path, tiny_dataset: Path
-) -> None:
-    options = base_options(tiny_dataset, tmp_path)
-    options["train"]["total_iter"] = 16
-    options["train"]["automations"] = ddp_automations()
+def torchrun(
+    tmp_path: Path, options: dict[str, object], **env_extra: str
+) -> subprocess.CompletedProcess[str]:
     options["dist_params"] = {"backend": "gloo"}
     option_file = write_options(tmp_path / "ddp.yml", options)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    result = subprocess.run(
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **env_extra}
+    return subprocess.run(
         [
             sys.executable,
             "-m",
@@ -52,8 +49,17 @@ def test_torchrun_two_cpu_processes_train_with_automations(
         text=True,
         cwd=tmp_path,
         env=env,
-        timeout=600,
+        timeout=300,  # a rank waiting on a collective the other never reaches hangs
     )
+
+
+def test_torchrun_two_cpu_processes_train_with_automations(
+    tmp_path: Path, tiny_dataset: Path
+) -> None:
+    options = base_options(tiny_dataset, tmp_path)
+    options["train"]["total_iter"] = 16
+    options["train"]["automations"] = ddp_automations()
+    result = torchrun(tmp_path, options)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     assert "DDP ranks ended with different weights" not in output
@@ -66,3 +72,35 @@ def test_torchrun_two_cpu_processes_train_with_automations(
     # Only rank 0 writes: each decision appears once.
     keys = [(r["iteration"], r["automation"], r["parameter"], r["old"], r["new"]) for r in records]
     assert len(keys) == len(set(keys))
+
+
+def test_an_oom_or_a_nan_on_one_rank_only_is_handled_by_every_rank(
+    tmp_path: Path, tiny_dataset: Path
+) -> None:
+    options = base_options(tiny_dataset, tmp_path)
+    options["train"]["total_iter"] = 12
+    options["logger"]["signal_trace"] = True
+    options["train"]["automations"] = {
+        "batch_size": {"enabled": True, "search": False, "min_batch_size": 1},
+    }
+    faults = {"rank": 1, "oom_at": [5], "nan_at": [9]}
+    result = torchrun(
+        tmp_path,
+        options,
+        PYTHONPATH=os.pathsep.join([str(ROOT / "tests" / "ddp_faults"), str(ROOT)]),
+        TRAINNER_TEST_FAULTS=json.dumps(faults),
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "DDP ranks ended with different weights" not in output
+    experiment = tmp_path / "experiments" / "unit_run"
+    records = [
+        json.loads(line) for line in (experiment / "automations.jsonl").read_text().splitlines()
+    ]
+    # Rank 1's OOM at iteration 5 was every rank's: one smaller micro-batch, decided once.
+    oom = [r for r in records if r["automation"] == "batch_size" and r["parameter"] == "batch_size"]
+    assert [r["iteration"] for r in oom] == [4], records
+    # Rank 1's NaN at iteration 9: rank 0 skipped that step too (and the weights agree).
+    steps = [json.loads(line) for line in (experiment / "signals.jsonl").read_text().splitlines()]
+    skipped = [s["iteration"] for s in steps if s.get("finite") is False]
+    assert skipped == [9]

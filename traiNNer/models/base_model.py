@@ -7,11 +7,13 @@ import copy
 import logging
 import math
 import time
+from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any, Protocol
 
 import torch
 from torch import nn
+from torch.amp.grad_scaler import _refresh_per_optimizer_state
 from torch.nn.parallel import DistributedDataParallel
 
 from traiNNer.automations.base import StepRecord
@@ -209,37 +211,58 @@ class BaseModel:
         samples = sum(chunk["lq"].shape[0] for chunk in chunks)
         loss_sums: dict[str, torch.Tensor] = {}
         total_sum = torch.zeros((), device=self.device)
-        for index, chunk in enumerate(chunks):
-            last = index == len(chunks) - 1
+        out_of_memory = False
+        for chunk in chunks:
+            # Under DDP the gradients are reduced by `_reduce_gradients` after the last
+            # chunk, never inside backward: a rank that runs out of memory mid-step must
+            # still reach the step's one collective, or the others would wait forever.
             sync_context = (
                 net.no_sync()
-                if isinstance(net, DistributedDataParallel) and not last
+                if isinstance(net, DistributedDataParallel)
                 else contextlib.nullcontext()
             )
-            with sync_context:
-                with autocast(self.device, self.precision):
-                    total, losses = self.compute_losses(chunk, iteration)
-                # Chunks may differ in size: weight each by its share of the samples.
-                share = chunk["lq"].shape[0] / samples
-                self.scaler.scale(total * share).backward()
+            try:
+                with sync_context:
+                    with autocast(self.device, self.precision):
+                        total, losses = self.compute_losses(chunk, iteration)
+                    # Chunks may differ in size: weight each by its share of the samples.
+                    share = chunk["lq"].shape[0] / samples
+                    self.scaler.scale(total * share).backward()
+            except torch.OutOfMemoryError:
+                if not self.dist.enabled:
+                    raise
+                out_of_memory = True
+                self.optimizer.zero_grad(set_to_none=True)
+                break
             total_sum = total_sum + total.detach() * share
             for name, value in losses.items():
                 previous = loss_sums.get(name)
                 scaled = value * share
                 loss_sums[name] = scaled if previous is None else previous + scaled
 
-        grad_norm, clipped = self._clip_gradients()
-        # The one host read of the step: a non-finite loss or gradient must never reach
-        # the weights. Under fp16 GradScaler already skips overflowing gradients (and
-        # makes its own read), so only a non-finite loss counts there.
+        # A non-finite loss or gradient must never reach the weights. Under fp16
+        # GradScaler already skips overflowing gradients (and makes its own read), so
+        # only a non-finite loss counts there.
         finite = torch.isfinite(total_sum)
+        failed = None
+        if self.dist.enabled:
+            # Every rank steps, skips or redoes alike: one collective carries the
+            # gradients, the ranks with a non-finite loss and those out of memory.
+            finite, failed = self._reduce_gradients(finite, out_of_memory)
+        grad_norm, clipped = self._clip_gradients()
         if self.precision != "fp16":
             finite = finite & torch.isfinite(grad_norm)
-        if self.dist.enabled:
-            # Every rank skips or steps alike: a NaN on one rank only would otherwise leave
-            # the ranks' weights (and, under fp16, the scaler's collectives) out of step.
-            finite = self._all_ranks_finite(finite)
-        step_ok = bool(finite)
+        # The one host read of the step.
+        if failed is None:
+            step_ok = bool(finite)
+        else:
+            step_ok, any_out_of_memory = (bool(v) for v in torch.stack([finite, failed]).tolist())
+            if any_out_of_memory:
+                self._abandon_step()
+                raise torch.OutOfMemoryError(
+                    f"out of memory on {'this' if out_of_memory else 'another'} rank at "
+                    f"iteration {iteration} (every rank redoes the step)"
+                )
         if step_ok:
             self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -273,12 +296,48 @@ class BaseModel:
             self.observer.observe_step(record)
         return record
 
-    def _all_ranks_finite(self, finite: torch.Tensor) -> torch.Tensor:
+    def _reduce_gradients(
+        self, finite: torch.Tensor, out_of_memory: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Average the gradients over the ranks in one all-reduce that also carries two
+        counts: ranks whose loss was not finite and ranks that ran out of memory.
+
+        Returns (finite on every rank, out of memory on some rank), on the device. A
+        parameter without a gradient (a rank out of memory has none) adds zeros.
+        """
         import torch.distributed as dist
 
-        flag = finite.to(torch.float32).reshape(1)
-        dist.all_reduce(flag, op=dist.ReduceOp.MIN)  # on the device: no extra host read
-        return flag[0] > 0
+        assert self.optimizer is not None
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        flags = torch.stack(
+            [(~finite).to(torch.float32), torch.tensor(float(out_of_memory), device=self.device)]
+        )
+        pieces = [
+            (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float()
+            for p in params
+        ]
+        flat = torch.cat([*pieces, flags])
+        dist.all_reduce(flat)  # on the device: no extra host read
+        world = self.dist.world_size
+        offset = 0
+        for p in params:
+            count = p.numel()
+            reduced = flat[offset : offset + count].view_as(p).div_(world)
+            if p.grad is None:
+                p.grad = reduced.to(p.dtype)
+            else:
+                p.grad.copy_(reduced)
+            offset += count
+        return flat[-2] == 0, flat[-1] > 0
+
+    def _abandon_step(self) -> None:
+        """Forget this step's gradients and GradScaler bookkeeping before it is redone."""
+        assert self.optimizer is not None
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler.is_enabled():
+            # What GradScaler.update() resets at the end of a step, without touching the
+            # scale: the redone step must start where this one started.
+            self.scaler._per_optimizer_states = defaultdict(_refresh_per_optimizer_state)
 
     def _step_peak_memory(self) -> int | None:
         """Peak allocated bytes during this step (allocator counters: no device sync)."""

@@ -102,9 +102,12 @@ class SRModel(BaseModel):
                 train.moa_augs, train.moa_probs, self.opt.scale, seed=seed
             )
         if self.dist.enabled:
+            # No buffer sync in forward: it is a collective inside forward, which a rank
+            # that ran out of memory mid-step would miss (see BaseModel._reduce_gradients).
             self.net_g = DistributedDataParallel(
                 self.net_g,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                forward_sync_buffers=False,
             )
         if self.opt.use_compile:
             self.net_g = torch.compile(self.net_g)  # type: ignore[assignment]
