@@ -144,12 +144,22 @@ def test_skipped_nan_steps_do_not_stop_snapshots_or_roll_back_to_the_start() -> 
     precision = {"enabled": True, "snapshot_interval": 1000}
     bf16 = {"use_amp": True, "amp_bf16": True}
     result = replay(options({"precision": precision}, spec.steps, bf16), synthetic_trace(spec))
-    restores = changes(result, "restore_last_good_state")
-    # Skipped steps changed no weight: nothing to restore, the precision simply moves up.
-    assert restores == []
-    assert [new for _, new in changes(result, "precision")] == ["fp32"]
+    # Skipped steps changed no weight: snapshots went on all along, and the fallback at 41
+    # (NaNs at 7, 40, 41: applied steps in between) asks for no restore.
     snapshots = [it for it, _ in changes(result, "save_good_state")]
-    assert max(snapshots) >= 140_000  # snapshots went on all along
+    assert max(snapshots) >= 140_000
+    assert changes(result, "restore_last_good_state") == []
+    assert changes(result, "precision") == [(41, "fp32")]
+
+
+def test_an_unbroken_nan_streak_asks_for_a_snapshot_no_older_than_the_interval() -> None:
+    spec = TraceSpec(steps=100_000, seed=1, nan_at=tuple(range(77_001, 77_004)))
+    precision = {"enabled": True, "snapshot_interval": 1000}
+    bf16 = {"use_amp": True, "amp_bf16": True}
+    result = replay(options({"precision": precision}, spec.steps, bf16), synthetic_trace(spec))
+    # The trainer then restores it only if the weights hold a non-finite value
+    # (tests/test_precision_e2e.py).
+    assert changes(result, "restore_last_good_state") == [(77_003, 77_000)]
 
 
 def test_fp16_loss_scale_collapse_falls_back() -> None:

@@ -74,6 +74,46 @@ def test_repeated_nonfinite_losses_move_fp16_to_bf16(
     assert state["model"]["nonfinite"] == [0, 3]
 
 
+def train_log(tmp_path: Path) -> str:
+    (log,) = (tmp_path / "experiments" / "unit_run").glob("train_unit_run_*.log")
+    return log.read_text()
+
+
+def corrupt_weights_after(monkeypatch: pytest.MonkeyPatch, iteration: int) -> None:
+    """The step at `iteration` leaves a NaN in the weights (as a diverging optimizer would)."""
+    original = SRModel.optimize_parameters
+
+    def optimize(model: SRModel, batch: Any, at: int, micro_batch: int | None = None) -> Any:
+        record = original(model, batch, at, micro_batch)
+        if at == iteration:
+            with torch.no_grad():
+                next(model.bare_net_g.parameters()).view(-1)[0] = float("nan")
+        return record
+
+    monkeypatch.setattr(SRModel, "optimize_parameters", optimize)
+
+
+def test_non_finite_weights_are_restored_from_the_last_snapshot(
+    tmp_path: Path, tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    corrupt_weights_after(monkeypatch, 6)
+    records = run(tmp_path, tiny_dataset, monkeypatch)  # asserts the final weights finite
+    restores = [r for r in records if r["parameter"] == "restore_last_good_state"]
+    # Every step after 6 fails; the third (9) falls back and restores the snapshot of 4.
+    assert [(r["iteration"], r["new"]) for r in restores] == [(9, 4)]
+    log = train_log(tmp_path)
+    assert "restored the last good state" in log
+
+
+def test_a_nan_burst_with_finite_weights_restores_nothing(
+    tmp_path: Path, tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inject_nan_at(monkeypatch, {6, 7, 8})
+    run(tmp_path, tiny_dataset, monkeypatch)
+    log = train_log(tmp_path)
+    assert "kept the current state" in log and "restored the last good state" not in log
+
+
 def test_a_single_nan_does_not_switch_precision(
     tmp_path: Path, tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

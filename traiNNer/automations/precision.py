@@ -8,13 +8,16 @@ non-finite steps. A single non-finite step never causes a switch: it takes
 
 Snapshots: while training is clean the automation asks the trainer to keep a copy of
 the weights and optimizer state (`save_good_state`, once per `snapshot_interval`
-iterations, and at every (re)start). A switch also asks to restore that copy
-(`restore_last_good_state`) when non-finite values may have reached the weights: an
-applied optimizer step (`StepRecord.applied`) without a GradScaler (bf16, fp32) whose
-loss or gradient norm was not finite. A step the trainer skipped (non-finite loss or
+iterations, and at every (re)start). A step the trainer skipped (non-finite loss or
 gradient) changed no weight, and under fp16 the GradScaler skips overflowing steps
-itself, so then the weights are intact, snapshots go on, and training simply continues
-at the higher precision.
+itself, so a burst of non-finite steps leaves the weights intact: snapshots go on and
+training simply continues at the higher precision. Only when the switch comes at the
+end of an unbroken run of `nonfinite_limit` or more skipped steps (what weights or
+optimizer moments that went non-finite look like: every forward fails) does it also
+ask for the last snapshot (`restore_last_good_state`); the trainer restores it only if
+the weights or the optimizer state really hold a non-finite value, and says so. The
+streak is counted from `StepRecord.applied`, a host value: nothing is read from the
+device per step.
 
 Going back to a lower precision happens only after `probation_iters` clean
 iterations at the higher one (0 = never), and each precision is retried at most once.
@@ -90,8 +93,9 @@ class PrecisionConfig(AutomationConfig):
     restore_on_switch: Annotated[
         bool,
         Meta(
-            description="On a switch, restore the last good snapshot if non-finite values "
-            "reached the weights since it was taken."
+            description="On a switch after an unbroken run of non-finite steps, ask the "
+            "trainer to restore the last good snapshot (it does if the weights or optimizer "
+            "state hold a non-finite value)."
         ),
     ] = True
     activation_checkpointing: Annotated[
@@ -137,7 +141,8 @@ class PrecisionAutomation(Automation):
         self.train_ooms = 0
         self.min_scale: torch.Tensor | None = None
         # Device flag: an applied step without a scaler had a non-finite loss or gradient.
-        self.nonfinite_applied: torch.Tensor | None = None
+        # Steps skipped in a row up to now (the trainer's StepRecord.applied).
+        self.skipped_streak = 0
         # Monitoring only.
         self.last_scale: float | None = None
 
@@ -170,8 +175,9 @@ class PrecisionAutomation(Automation):
         return decisions + self._snapshot(info.start_iter, "training (re)starts from a good state")
 
     def observe_step(self, record: StepRecord) -> None:
+        if record.applied:  # skipped steps are counted by on_nonfinite, which comes first
+            self.skipped_streak = 0
         if record.loss_scale is None:
-            self._watch_applied_step(record)
             return
         scale = record.loss_scale.detach()
         # Device-side running minimum: no host read until on_interval.
@@ -206,14 +212,14 @@ class PrecisionAutomation(Automation):
         # a fixed grid, so a resume does not shift later snapshots.
         every = self.cfg.snapshot_interval
         due = self.last_snapshot is None or iteration // every > self.last_snapshot // every
-        # The device flag is read only when a snapshot is otherwise due.
-        if clean and due and not self._weights_may_be_corrupt():
+        if clean and due:
             return self._snapshot(
                 iteration, f"no non-finite step in the last {self.cfg.nonfinite_window} iterations"
             )
         return []
 
     def on_nonfinite(self, iteration: int, knobs: Knobs) -> list[Decision]:
+        self.skipped_streak += 1
         self.nonfinite_iters.append(iteration)
         self.last_nonfinite = iteration
         self._forget_old_nonfinite(iteration)
@@ -247,20 +253,8 @@ class PrecisionAutomation(Automation):
             "out of memory in a training step: recompute activations before shrinking the batch",
         )
 
-    def _watch_applied_step(self, record: StepRecord) -> None:
-        if not record.applied:
-            return  # a skipped step changed no weight: nothing reached them
-        values = [*record.losses.values(), *record.grad_norms.values()]
-        if not values:
-            return
-        finite = torch.stack([v.detach().float().reshape(()) for v in values]).isfinite().all()
-        bad = ~finite  # stays on the device; read only when a switch is decided
-        self.nonfinite_applied = (
-            bad if self.nonfinite_applied is None else self.nonfinite_applied | bad
-        )
-
     def _weights_may_be_corrupt(self) -> bool:
-        return self.nonfinite_applied is not None and bool(self.nonfinite_applied)
+        return self.skipped_streak >= self.cfg.nonfinite_limit
 
     # -- decisions ---------------------------------------------------------------------
 
@@ -278,11 +272,11 @@ class PrecisionAutomation(Automation):
                     "restore_last_good_state",
                     None,
                     self.last_snapshot,
-                    f"non-finite values reached the weights at {knobs.precision}: restore "
-                    f"weights and optimizer from iteration {self.last_snapshot}",
+                    f"the last {self.skipped_streak} steps at {knobs.precision} were all "
+                    "non-finite: restore weights and optimizer from iteration "
+                    f"{self.last_snapshot} if they hold non-finite values",
                 )
             )
-            self.nonfinite_applied = None
         return decisions + self._switch_to(target, iteration, knobs, cause)
 
     def _end_probation(self, iteration: int, knobs: Knobs) -> list[Decision]:
@@ -315,7 +309,6 @@ class PrecisionAutomation(Automation):
 
     def _snapshot(self, iteration: int, reason: str) -> list[Decision]:
         self.last_snapshot = iteration
-        self.nonfinite_applied = None
         return [Decision(self.name, "save_good_state", None, iteration, reason)]
 
     def _forget_old_nonfinite(self, iteration: int) -> None:
@@ -347,7 +340,7 @@ class PrecisionAutomation(Automation):
             "checkpointing_on": self.checkpointing_on,
             "train_ooms": self.train_ooms,
             "min_scale": None if self.min_scale is None else self.min_scale.detach().cpu(),
-            "nonfinite_applied": self._weights_may_be_corrupt(),
+            "skipped_streak": self.skipped_streak,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -362,4 +355,4 @@ class PrecisionAutomation(Automation):
         self.train_ooms = int(state["train_ooms"])
         min_scale = state["min_scale"]
         self.min_scale = None if min_scale is None else min_scale.clone()
-        self.nonfinite_applied = torch.tensor(True) if state["nonfinite_applied"] else None
+        self.skipped_streak = int(state.get("skipped_streak", 0))

@@ -268,10 +268,24 @@ class SRModel(BaseModel):
         """Remember a state known to be finite (the precision automation asks)."""
         self._good_state = self.snapshot()
 
-    def restore_good_state(self) -> None:
-        """Go back to the last good state; the non-finite counters keep counting."""
-        if self._good_state is not None:
-            self.load_state_dict(self._good_state, keep_counters=True)
+    def restore_good_state(self) -> bool:
+        """Go back to the last good state if the weights or the optimizer state hold a
+        non-finite value (the non-finite counters keep counting); True if it did."""
+        if self._good_state is None or self.state_is_finite():
+            return False
+        self.load_state_dict(self._good_state, keep_counters=True)
+        return True
+
+    def state_is_finite(self) -> bool:
+        """Every weight and every optimizer state tensor is finite (one host read)."""
+        tensors = [p.detach() for p in self.bare_net_g.parameters()]
+        if self.optimizer is not None:
+            for state in self.optimizer.state.values():
+                tensors += [
+                    v for v in state.values() if torch.is_tensor(v) and v.is_floating_point()
+                ]
+        flags = torch.stack([t.isfinite().all() for t in tensors])
+        return bool(flags.all())
 
     # -------------------------------------------------------------- saving
     def save_network(self, models_dir: Path, label: str | int) -> Path:

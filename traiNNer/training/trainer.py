@@ -151,10 +151,15 @@ class Trainer:
             elif action.parameter == "save_good_state":
                 self.model.snapshot_good_state()
             elif action.parameter == "restore_last_good_state":
-                self.model.restore_good_state()
-                self.log.info(
-                    f"[{action.automation}] restored the last good state ({action.reason})"
-                )
+                if self.model.restore_good_state():
+                    self.log.info(
+                        f"[{action.automation}] restored the last good state ({action.reason})"
+                    )
+                else:
+                    self.log.info(
+                        f"[{action.automation}] kept the current state: weights and optimizer "
+                        "state are finite, nothing to restore"
+                    )
 
     # -------------------------------------------------------------- logging
     def log_status(self) -> None:
