@@ -373,3 +373,19 @@ def test_dwa_gives_a_stalled_loss_more_weight_than_a_falling_one() -> None:
     assert max(multipliers["l_g_mssim"]) > 1.02
     assert min(multipliers["l_g_mssim"]) >= 1.0
     assert max(multipliers["l_g_l1"]) <= 1.0
+
+
+# ------------------------------------------------ early_stopping with an LR automation
+def test_an_lr_cut_gets_a_full_patience_span_before_early_stopping_judges() -> None:
+    spec = TraceSpec(steps=150_000, seed=1, metric_plateau_at=30_000)
+    lr = {"enabled": True, "metric": "psnr", "monitor_train_loss": None, "min_lr_factor": 0.25}
+    automations = {
+        "lr_scheduling": lr,
+        "early_stopping": {"enabled": True, "patience": 20, "min_delta": 0.01},
+    }
+    result = run(automations, spec)
+    cuts = [it for it, _ in changes(result, "lr_multiplier")]
+    assert len(cuts) == 2 and result.stopped_at is not None
+    # The fit restarts at the validation after each cut: the stop waits for a full span
+    # (at least 0.9 x 20 x 1000 iterations) after the last one.
+    assert result.stopped_at >= cuts[-1] + 18_000

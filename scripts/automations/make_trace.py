@@ -62,6 +62,11 @@ class TraceSpec:
     overfit_at: int | None = None
     overfit_rate: float = 0.05
     nan_metric_at: Sequence[int] = ()
+    # What a step schedule's LR drop (MultiStepLR milestones) does to the curves: from each
+    # of these iterations on, PSNR gains lr_drop_psnr dB and the loss is x lr_drop_loss.
+    lr_drops: Sequence[int] = ()
+    lr_drop_psnr: float = 0.04
+    lr_drop_loss: float = 0.98
     # More losses: name -> share of the noise-free l1, each with its own lognormal noise
     # (loss_sigma); a name in stalled_losses stays at its share of the starting l1.
     extra_losses: dict[str, float] = field(default_factory=dict)
@@ -72,9 +77,14 @@ def _held(t: np.ndarray, at: int | None) -> np.ndarray:
     return t if at is None else np.minimum(t, at)
 
 
+def _drops_passed(spec: TraceSpec, t: np.ndarray) -> np.ndarray:
+    return sum((t >= at).astype(np.float64) for at in spec.lr_drops) + np.zeros_like(t)
+
+
 def clean_loss(spec: TraceSpec, t: np.ndarray) -> np.ndarray:
     held = _held(t, spec.loss_plateau_at)
-    return spec.loss_floor + spec.loss_amp * (1 + held / spec.loss_t0) ** -spec.loss_power
+    loss = spec.loss_floor + spec.loss_amp * (1 + held / spec.loss_t0) ** -spec.loss_power
+    return loss * spec.lr_drop_loss ** _drops_passed(spec, t)
 
 
 def clean_psnr(spec: TraceSpec, t: np.ndarray) -> np.ndarray:
@@ -82,7 +92,7 @@ def clean_psnr(spec: TraceSpec, t: np.ndarray) -> np.ndarray:
     psnr = spec.psnr_final - spec.psnr_amp * (1 + held / spec.psnr_t0) ** -spec.psnr_power
     if spec.overfit_at is not None:
         psnr = psnr - spec.overfit_rate * np.maximum(0, t - spec.overfit_at) / 10_000
-    return psnr
+    return psnr + spec.lr_drop_psnr * _drops_passed(spec, t)
 
 
 def synthetic_trace(spec: TraceSpec) -> Iterator[dict[str, Any]]:
@@ -157,7 +167,7 @@ def parse_args(argv: list[str] | None) -> tuple[TraceSpec, Path]:
             continue
         flag = "--" + name.replace("_", "-")
         default = getattr(defaults, name)
-        if name in ("spikes", "nan_at", "nan_metric_at"):
+        if name in ("spikes", "nan_at", "nan_metric_at", "lr_drops"):
             parser.add_argument(flag, type=int, nargs="*", default=[])
         elif isinstance(default, bool):
             parser.add_argument(flag, action="store_true")

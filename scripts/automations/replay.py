@@ -12,6 +12,7 @@ replay is open-loop: see the note it prints.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -35,19 +36,26 @@ def plot(result: ReplayResult, path: Path) -> bool:
         return False
     iterations = [it for it, _, _ in result.history]
     series: dict[str, list[float]] = {"lr": [lr for _, lr, _ in result.history]}
+    labels: dict[str, list[str]] = {}  # text-valued knobs (precision): their tick labels
     for name in result.history[0][2] if result.history else {}:
         values = [knobs[name] for _, _, knobs in result.history]
-        if len(set(map(str, values))) > 1:
+        if len(set(map(str, values))) <= 1:
+            continue
+        if all(v is None or isinstance(v, int | float) for v in values):
+            series[name] = [math.nan if v is None else float(v) for v in values]
+        else:
             mapping = {v: i for i, v in enumerate(dict.fromkeys(map(str, values)))}
-            numeric = [v if isinstance(v, int | float) else mapping[str(v)] for v in values]
-            series[name] = [float(v) for v in numeric]
+            series[name] = [float(mapping[str(v)]) for v in values]
+            labels[name] = list(mapping)
     figure, axes = plt.subplots(len(series), 1, figsize=(10, 1.8 * len(series) + 0.6), sharex=True)
     axes = axes if len(series) > 1 else [axes]
     for axis, (name, values) in zip(axes, series.items(), strict=True):
         axis.step(iterations, values, where="post", linewidth=1.2)
         axis.set_ylabel(name, fontsize=8)
-        if name == "lr":
+        if name == "lr" or name.startswith("clip_threshold"):
             axis.set_yscale("log")
+        if name in labels:
+            axis.set_yticks(range(len(labels[name])), labels[name], fontsize=8)
         for row in result.decisions:
             if row["parameter"] == name or (name == "lr" and row["parameter"] == "lr_multiplier"):
                 axis.axvline(row["iteration"], color="tab:red", alpha=0.35, linewidth=0.8)

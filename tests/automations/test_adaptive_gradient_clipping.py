@@ -187,9 +187,9 @@ def test_exploding_gradients_are_logged_with_their_iteration(
     with caplog.at_level(logging.WARNING, logger="traiNNer.automations"):
         feed(controller, lambda it: {"net_g": spikes.get(it, 0.5)}, 1, 800)
     messages = [m for m in caplog.messages if "exploding" in m]
-    assert len(messages) == 2
-    assert "iteration 777: norm 80" in messages[0] and "iteration 790: norm inf" in messages[1]
-    assert sink.scalars_at[800]["net_g/exploding"] == 2.0
+    # An infinite norm is a step the trainer skipped, not an exploding gradient.
+    assert len(messages) == 1 and "iteration 777: norm 80" in messages[0]
+    assert sink.scalars_at[800]["net_g/exploding"] == 1.0
     assert sink.scalars_at[750]["net_g/exploding"] == 0.0
     assert math.isfinite(sink.scalars_at[800]["net_g/norm_max"])  # inf kept out of the statistics
 

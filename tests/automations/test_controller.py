@@ -320,7 +320,7 @@ def test_decision_log_writes_console_jsonl_and_tensorboard(
     options = AutomationsOptions(
         early_stopping=EarlyStoppingConfig(enabled=True, patience=2),
         lr_scheduling=LRSchedulingConfig(
-            enabled=True, monitor_train_loss=False, metric="psnr", metric_patience=0
+            enabled=True, monitor_train_loss=False, metric="psnr", metric_patience=2
         ),
     )
     writer = FakeWriter()
@@ -329,25 +329,26 @@ def test_decision_log_writes_console_jsonl_and_tensorboard(
     controller = AutomationController(options, knobs, DecisionLog(jsonl, writer))
     controller.on_train_start(info(val_freq=1000))
     with caplog.at_level(logging.INFO, logger="traiNNer.automations"):
-        for iteration, psnr in ((1000, 30.0), (2000, 29.0), (3000, 29.0), (4000, 29.0)):
+        for iteration, psnr in [(1000, 30.0)] + [(1000 * i, 29.0) for i in range(2, 12)]:
             controller.after_validation(iteration, {"psnr": psnr, "val/psnr": psnr})
 
     rows = read_decisions(jsonl)
     assert [
         (r["iteration"], r["automation"], r["parameter"], r["old"], r["new"]) for r in rows
     ] == [
-        (2000, "lr_scheduling", "lr_multiplier", 1.0, 0.5),
-        (3000, "lr_scheduling", "lr_multiplier", 0.5, 0.25),
-        # Automations run in name order; the 2000-iteration window 2000-4000 is flat.
-        (4000, "early_stopping", "stop_requested", False, True),
-        (4000, "lr_scheduling", "lr_multiplier", 0.25, 0.125),
+        # Automations run in name order; the 2000-iteration window 3000-5000 is flat.
+        (5000, "early_stopping", "stop_requested", False, True),
+        (5000, "lr_scheduling", "lr_multiplier", 1.0, 0.5),
+        # The controller keeps feeding validations; each cut needs a fresh span.
+        (8000, "lr_scheduling", "lr_multiplier", 0.5, 0.25),
+        (11000, "lr_scheduling", "lr_multiplier", 0.25, 0.125),
     ]
     assert all(
         set(r) == {"iteration", "automation", "parameter", "old", "new", "reason"} for r in rows
     )
-    assert "over iterations 2000-4000" in str(rows[2]["reason"])
-    assert ("automations/lr_scheduling/lr_multiplier", 0.5, 2000) in writer.scalars
-    assert ("automations/early_stopping/stop_requested", 1.0, 4000) in writer.scalars
+    assert "over iterations 3000-5000" in str(rows[0]["reason"])
+    assert ("automations/lr_scheduling/lr_multiplier", 0.5, 5000) in writer.scalars
+    assert ("automations/early_stopping/stop_requested", 1.0, 5000) in writer.scalars
     # Event-driven automations report their scalars after each validation.
     assert ("automations/early_stopping/best", 30.0, 1000) in writer.scalars
     assert any(
@@ -389,7 +390,7 @@ def test_unknown_automation_key_is_a_config_error_with_its_path() -> None:
 def all_four(**overrides: Any) -> AutomationsOptions:
     configs: dict[str, Any] = {
         "lr_scheduling": LRSchedulingConfig(
-            enabled=True, check_interval=100, patience=300, metric="psnr"
+            enabled=True, check_interval=100, patience=300, metric="psnr", metric_patience=2
         ),
         "batch_size": BatchSizeConfig(
             enabled=True, grow=True, check_interval=100, grow_patience=400, max_batch_size=64
@@ -397,7 +398,7 @@ def all_four(**overrides: Any) -> AutomationsOptions:
         "adaptive_gradient_clipping": AdaptiveGradientClippingConfig(
             enabled=True, monitoring_frequency=50, cooldown=100
         ),
-        "early_stopping": EarlyStoppingConfig(enabled=True, patience=4, min_delta=0.01),
+        "early_stopping": EarlyStoppingConfig(enabled=True, patience=2, min_delta=0.01),
     }
     configs.update(overrides)
     return AutomationsOptions(**configs)
@@ -544,7 +545,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
             # Each rank sees different local values; only rank 0's decide.
             norm = 0.05 if rank == 0 else 7.0
             controller.observe_step(record(iteration, loss=0.1, norm=norm))
-            if iteration % 100 == 0:
+            if iteration % 50 == 0:
                 psnr = 30.0 if rank == 0 else 20.0 + iteration
                 applied += [
                     [d.parameter, d.new]

@@ -23,7 +23,9 @@ the dead band is never narrower than three standard errors of that mean (from th
 of the last `TARGET_HISTORY` targets): a dead band narrower than the noise of its own
 target would follow noise and spend `max_adjustments` on it. Under fp16 a non-finite
 norm is the GradScaler's overflow (a skipped step, the scale halves), not an exploding
-gradient: it is counted as `overflows` and left out of the statistics. After a change a network's
+gradient: it is counted as `overflows` and left out of the statistics. Outside fp16 a
+non-finite norm belongs to a step the trainer skipped (the precision automation and the
+trainer's non-finite limit deal with those); it is not an exploding gradient either. After a change a network's
 threshold stays put for `cooldown` iterations. Thresholds stay in
 [min_threshold, max_threshold]. Networks (generator, discriminator) keep separate
 statistics. Each interval logs threshold, windowed clip rate, norm mean and max, and
@@ -503,8 +505,8 @@ class AdaptiveGradientClipping(Automation):
         events = [
             (it, norm, thr)
             for norm, it, thr in zip(norms, iterations, thresholds, strict=True)
-            # Under fp16 a non-finite norm is a scaler overflow, counted apart.
-            if (not self.fp16 if not math.isfinite(norm) else norm > limit_factor * thr)
+            # A non-finite norm is a skipped step (a scaler overflow under fp16), not this.
+            if math.isfinite(norm) and norm > limit_factor * thr
         ]
         for it, norm, thr in events[:MAX_EVENTS_LOGGED]:
             logger.warning(
@@ -513,7 +515,7 @@ class AdaptiveGradientClipping(Automation):
                 net,
                 it,
                 norm,
-                norm / thr if math.isfinite(norm) else math.inf,
+                norm / thr,
                 thr,
             )
         if len(events) > MAX_EVENTS_LOGGED:

@@ -5,9 +5,12 @@ noisy best: over the last `patience` validation intervals (patience x the option
 `val_freq` iterations, so the span is the same when validation_frequency changes the
 interval) a straight line is fitted to the validations, and training stops when even the
 upper confidence bound of the gain it gives over that span (estimate + `noise_sigmas`
-standard errors) is not above `min_delta`, in the metric's own unit (dB for PSNR). A metric
+standard errors, never less than the recent fits' noise gives) is not above `min_delta`, in the metric's own unit (dB for PSNR). A metric
 that still gains `min_delta` per patience span is never stopped by its noise; a flat or
-falling one is. Every message gives the iteration span. A non-finite metric stops the run only when
+falling one is. When the LR multiplier changes (lr_scheduling or multi_metric_lr cut the
+LR), the fit starts again from that validation: a cut is the remedy for a plateau, and
+it gets a full patience span to work before the run is judged. Every message gives the
+iteration span. A non-finite metric stops the run only when
 `nonfinite_validations` validations in a row were non-finite: one bad validation (a
 transient NaN in inference) does not end a two-day run. On stop the automation sets
 `Knobs.stop_requested` and, with `restore_best_weights`, asks the trainer to load the
@@ -31,7 +34,7 @@ from traiNNer.automations.base import (
     TrainInfo,
 )
 from traiNNer.automations.registry import register_automation
-from traiNNer.automations.trend import fitted_gain
+from traiNNer.automations.trend import NoiseFloor
 
 
 class EarlyStoppingConfig(AutomationConfig):
@@ -116,6 +119,9 @@ class EarlyStopping(Automation):
         self.last_fit: tuple[float, float] = (math.nan, math.nan)  # gain, its standard error
         self.stop_iter: int | None = None
         self.stop_reason = ""
+        # The LR multiplier at the last validation: a change restarts the fitted span.
+        self.lr_multiplier: float | None = None
+        self.noise = NoiseFloor()
 
     def on_train_start(self, info: TrainInfo, knobs: Knobs) -> list[Decision]:
         self.patience_iters = self.options.patience * max(1, info.val_freq)
@@ -160,6 +166,9 @@ class EarlyStopping(Automation):
                 )
             return []
         self.nonfinite_in_a_row = 0
+        if self.lr_multiplier is not None and knobs.lr_multiplier != self.lr_multiplier:
+            self.history = []  # the LR was cut: judge the run from here on
+        self.lr_multiplier = knobs.lr_multiplier
         self.history = [
             (it, v) for it, v in self.history if iteration - it <= self.patience_iters
         ] + [(iteration, value)]
@@ -184,7 +193,7 @@ class EarlyStopping(Automation):
         points = self.history
         if len(points) < 2 or points[-1][0] - points[0][0] < self.patience_iters * 0.9:
             return None
-        fit = fitted_gain(points, self.patience_iters)
+        fit = self.noise.fitted_gain(points, self.patience_iters)
         if fit is None:
             return None
         sign = 1.0 if self.options.better == "higher" else -1.0
@@ -258,6 +267,8 @@ class EarlyStopping(Automation):
             "history": [list(point) for point in self.history],
             "stop_iter": self.stop_iter,
             "stop_reason": self.stop_reason,
+            "lr_multiplier": self.lr_multiplier,
+            "noise": self.noise.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -269,3 +280,5 @@ class EarlyStopping(Automation):
         self.history = [(int(it), float(v)) for it, v in state["history"]]
         self.stop_iter = None if state["stop_iter"] is None else int(state["stop_iter"])
         self.stop_reason = str(state["stop_reason"])
+        self.lr_multiplier = state.get("lr_multiplier")
+        self.noise.load_state_dict(state.get("noise", []))

@@ -13,12 +13,16 @@ scheduler and warmup, so neither overwrites the other. Two signals, each optiona
   cannot cause one while the loss still falls by `threshold`. By default this rule is on
   only when no decaying LR schedule is configured (`monitor_train_loss: null`): a schedule
   that decays already lowers the LR, and the two would compound.
-- a validation `metric` with its direction. A plateau is `metric_patience` validation
-  intervals (at the option file's `val_freq`, so counted in iterations: validation_frequency
-  does not change it) without a gain of more than `metric_min_delta`, in the metric's own
-  unit (dB for PSNR).
+- a validation `metric` with its direction, decided like the loss: a line is fitted
+  through the validations of the last `metric_patience` validation intervals (at the
+  option file's `val_freq`, so counted in iterations: validation_frequency does not change
+  it), and the metric has plateaued when even the upper confidence bound of the gain that
+  line gives over the span (estimate + `noise_sigmas` standard errors) is not above
+  `metric_min_delta`, in the metric's own unit (dB for PSNR); the standard error is never
+  below what the recent fits' noise gives (`trend.NoiseFloor`). Not beating a noisy best
+  is not a plateau; a metric still gaining `metric_min_delta` per span is never cut.
 A plateau multiplies the LR by `factor`; afterwards the loss rule needs a fresh 2 x
-`patience` iterations and no change at all happens for `cooldown` iterations. The
+`patience` iterations, the metric rule a fresh span, and no change at all happens for `cooldown` iterations. The
 multiplier stays within [lower bound, `max_lr_factor`], where the lower bound is
 `min_lr_factor` or `min_lr / base_lr`, whichever is higher.
 
@@ -50,6 +54,7 @@ from traiNNer.automations.base import (
 )
 from traiNNer.automations.decision_log import LOGGER_NAME
 from traiNNer.automations.registry import register_automation
+from traiNNer.automations.trend import NoiseFloor
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -98,18 +103,18 @@ class LRSchedulingConfig(AutomationConfig):
         int,
         Meta(
             ge=0,
-            description="Reduce after this many validation intervals (at the option "
-            "file's val_freq, so counted in iterations) without a better metric.",
+            description="Validation intervals (at the option file's val_freq, so counted in "
+            "iterations) the metric's trend is fitted over.",
         ),
-    ] = 5
+    ] = 10
     metric_min_delta: Annotated[
         float,
         Meta(
             ge=0,
-            description="A metric gain must exceed this, in the metric's unit (dB for PSNR), "
-            "to count as an improvement.",
+            description="The metric has plateaued when its fitted gain over the span is "
+            "surely not above this, in the metric's unit (dB for PSNR).",
         ),
-    ] = 0.0
+    ] = 0.01
     factor: Annotated[
         float, Meta(gt=0, lt=1, description="Multiplier applied to the LR on a plateau.")
     ] = 0.5
@@ -279,8 +284,9 @@ class LRScheduling(Automation):
         self._last_test: tuple[float, float] = (math.nan, math.nan)  # improvement, its se
         # Metric plateau, counted in iterations at the configured validation interval.
         self._metric_patience_iters = 0
-        self._metric_best = math.nan
-        self._metric_best_iter = 0
+        # Finite validations since the last change, within the span: (iteration, value).
+        self._metric_history: list[tuple[int, float]] = []
+        self._metric_noise = NoiseFloor()
         self._last_change_iter: int | None = None
         # Smoothed-loss values seen since the last change (for the steady-increase rule).
         self._recent: list[float] = []
@@ -365,17 +371,28 @@ class LRScheduling(Automation):
                 f"validation metrics ({', '.join(sorted(metrics))})"
             )
         value = float(metrics[metric])
-        sign = 1.0 if self.options.metric_better == "higher" else -1.0
-        gain = sign * (value - self._metric_best) if math.isfinite(self._metric_best) else math.inf
-        if math.isfinite(value) and gain > self.options.metric_min_delta:
-            self._metric_best, self._metric_best_iter = value, iteration
+        span = self._metric_patience_iters
+        if math.isfinite(value):
+            self._metric_history = [
+                (it, v) for it, v in self._metric_history if iteration - it <= span
+            ] + [(iteration, value)]
+        points = self._metric_history
+        if len(points) < 3 or points[-1][0] - points[0][0] < 0.9 * span:
             return []
-        since = iteration - max(self._metric_best_iter, self._last_change_iter or 0)
-        if since < self._metric_patience_iters or self._in_cooldown(iteration):
+        if self._in_cooldown(iteration):
+            return []
+        fit = self._metric_noise.fitted_gain(points, span)
+        if fit is None:
+            return []
+        sign = 1.0 if self.options.metric_better == "higher" else -1.0
+        gain, error = sign * fit[0], fit[1]
+        bound = gain + self.options.noise_sigmas * error
+        if bound > self.options.metric_min_delta:
             return []
         reason = (
-            f"{metric} has not gained more than {self.options.metric_min_delta:g} over its best "
-            f"{self._metric_best:.4g} (iteration {self._metric_best_iter}) for {since} iterations"
+            f"{metric} gained {gain:+.4g} (+/- {error:.2g}) over iterations {points[0][0]}-"
+            f"{iteration}; even {self.options.noise_sigmas:g} standard errors up ({bound:+.4g}) "
+            f"is not above metric_min_delta {self.options.metric_min_delta:g}"
         )
         return self._reduce(iteration, knobs, reason)
 
@@ -464,6 +481,7 @@ class LRScheduling(Automation):
         self._last_change_iter = iteration
         self._recent = []
         self._blocks = []
+        self._metric_history = []
 
     # ------------------------------------------------------------------- state
 
@@ -472,8 +490,8 @@ class LRScheduling(Automation):
             "smoothed": self.smoothed.state_dict(),
             "blocks": list(self._blocks),
             "last_test": list(self._last_test),
-            "metric_best": self._metric_best,
-            "metric_best_iter": self._metric_best_iter,
+            "metric_history": [list(point) for point in self._metric_history],
+            "metric_noise": self._metric_noise.state_dict(),
             "last_change_iter": self._last_change_iter,
             "recent": list(self._recent),
             "last_loss": self._last_loss,
@@ -484,8 +502,8 @@ class LRScheduling(Automation):
         self._blocks = [float(v) for v in state["blocks"]]
         improvement, error = state["last_test"]
         self._last_test = (float(improvement), float(error))
-        self._metric_best = float(state["metric_best"])
-        self._metric_best_iter = int(state["metric_best_iter"])
+        self._metric_history = [(int(i), float(v)) for i, v in state["metric_history"]]
+        self._metric_noise.load_state_dict(state["metric_noise"])
         last = state["last_change_iter"]
         self._last_change_iter = None if last is None else int(last)
         self._recent = [float(v) for v in state["recent"]]

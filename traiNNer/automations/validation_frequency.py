@@ -20,7 +20,6 @@ moving interval does not change what it means.
 from __future__ import annotations
 
 import math
-import statistics
 from typing import Annotated, Any, ClassVar
 
 from msgspec import Meta
@@ -36,12 +35,11 @@ from traiNNer.automations.base import (
     metric_value,
 )
 from traiNNer.automations.registry import register_automation
-from traiNNer.automations.trend import fitted_gain
+from traiNNer.automations.trend import NoiseFloor, fitted_gain
 
 OPTION = "train.automations.validation_frequency"
 SCALARS_INTERVAL = 100  # iterations between TensorBoard scalars
 Interval = Annotated[int, Meta(ge=1)]
-NOISE_HISTORY = 12  # fits whose median residual variance is the noise estimate
 
 
 class ValidationFrequencyConfig(AutomationConfig):
@@ -111,15 +109,18 @@ class ValidationFrequencyConfig(AutomationConfig):
             )
 
 
-def improvement_rate(history: list[tuple[int, float]], better: Better) -> tuple[float, float]:
+def improvement_rate(
+    history: list[tuple[int, float]], better: Better, noise: NoiseFloor | None = None
+) -> tuple[float, float]:
     """(slope, its standard error) per 1000 iterations, positive when improving.
 
-    (-inf, 0) when the last value is not finite.
+    (-inf, 0) when the last value is not finite. With `noise`, the error is at least what
+    the recent fits' noise gives.
     """
     if not math.isfinite(history[-1][1]):
         return -math.inf, 0.0
     points = [(it, v) for it, v in history if math.isfinite(v)]
-    fit = fitted_gain(points, 1000.0)
+    fit = noise.fitted_gain(points, 1000.0) if noise is not None else fitted_gain(points, 1000.0)
     if fit is None:
         return 0.0, math.inf
     slope, error = fit
@@ -143,8 +144,7 @@ class ValidationFrequency(Automation):
         self.interval_value: int | None = None
         self.since_change = config.cooldown
         self.last_rate: float | None = None
-        # Residual variance of the last fits (the metric's noise), for `_pooled_error`.
-        self.noise: list[float] = []
+        self.noise = NoiseFloor()
         self.min_interval = config.min_interval or 1
         self.max_interval = config.max_interval or 1_000_000_000
 
@@ -193,8 +193,7 @@ class ValidationFrequency(Automation):
         self.since_change += 1
         if len(self.history) < self.cfg.window:
             return []
-        rate, error = improvement_rate(self.history, self.cfg.better or "higher")
-        error = self._pooled_error(error)
+        rate, error = improvement_rate(self.history, self.cfg.better or "higher", self.noise)
         self.last_rate = rate
         if self.since_change <= self.cfg.cooldown:
             return []
@@ -221,22 +220,6 @@ class ValidationFrequency(Automation):
             self.since_change = 0
         return decisions
 
-    def _pooled_error(self, error: float) -> float:
-        """The larger of this fit's slope error and the one the run's typical noise gives.
-
-        One short fit can have small residuals by chance and look confident; the median
-        residual variance of the last NOISE_HISTORY fits is a steadier noise estimate
-        (a median, so the curvature of a fast early phase does not linger in it).
-        """
-        if not math.isfinite(error):
-            return error
-        xs = [float(it) for it, _ in self.history]
-        mean_x = sum(xs) / len(xs)
-        sxx = sum((x - mean_x) ** 2 for x in xs)
-        self.noise = [*self.noise, (error / 1000.0) ** 2 * sxx][-NOISE_HISTORY:]
-        pooled = math.sqrt(statistics.median(self.noise) / sxx) * 1000.0
-        return max(error, pooled)
-
     def scalars(self) -> dict[str, float]:
         values: dict[str, float] = {}
         if self.interval_value is not None:
@@ -251,7 +234,7 @@ class ValidationFrequency(Automation):
             "interval": self.interval_value,
             "since_change": self.since_change,
             "last_rate": self.last_rate,
-            "noise": list(self.noise),
+            "noise": self.noise.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -259,4 +242,4 @@ class ValidationFrequency(Automation):
         self.interval_value = state["interval"]
         self.since_change = int(state["since_change"])
         self.last_rate = state["last_rate"]
-        self.noise = [float(v) for v in state["noise"]]
+        self.noise.load_state_dict(state["noise"])

@@ -30,6 +30,7 @@ OPEN_LOOP_NOTE = (
 # Knobs drawn in the replay plot and kept in the history.
 PLOTTED_KNOBS = (
     "lr_multiplier",
+    "clip_threshold.net_g",
     "val_interval",
     "weight_decay",
     "aug_prob",
