@@ -23,6 +23,7 @@ automation_overhead = importlib.import_module("automation_overhead")
 convergence = importlib.import_module("convergence")
 data_pipeline = importlib.import_module("data_pipeline")
 framework_overhead = importlib.import_module("framework_overhead")
+realdata = importlib.import_module("realdata")
 
 
 @pytest.fixture(autouse=True)
@@ -185,3 +186,49 @@ def test_convergence_fits_a_shipped_gpu_recipe_to_the_benchmark(
         assert opt.train.scheduler["milestones"] == expected
         assert opt.datasets["train"].dataroot_gt == str(tiny_dataset / "train" / "hr")
         assert (opt.train.automations is not None) == (config == "automations")
+
+
+def fake_benchmark_sets(root: Path) -> Path:
+    """BSD100/x2 and Set14/x2 laid out as ../shared/datasets has them, from smooth patterns."""
+    from tests.conftest import write_png
+    from traiNNer.data.resize import bicubic_downscale
+
+    generator = torch.Generator().manual_seed(1)
+    for name, count, size in (("BSD100", 4, 64), ("Set14", 2, 32)):
+        for i in range(count):
+            low = torch.rand(3, size // 8, size // 8, generator=generator)
+            hr = torch.nn.functional.interpolate(low[None], size=(size, size), mode="bicubic")
+            hr = hr[0].clamp(0, 1)
+            write_png(root / name / "x2" / "hr" / f"img{i}.png", hr)
+            write_png(root / name / "x2" / "lr" / f"img{i}.png", bicubic_downscale(hr, 2))
+    return root
+
+
+def test_realdata_runs_its_grid_static_and_with_automations(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    argv = ["--datasets", str(fake_benchmark_sets(tmp_path / "sets")), "--iters", "4"]
+    argv += ["--val-freq", "2", "--seeds", "1", "--configs", "tuned,overlong", "--batch", "2"]
+    argv += ["--lq-size", "16", "--workers", "0", "--work", str(tmp_path / "work")]
+    argv += ["--out", str(out)]
+    assert realdata.main(argv) == 0
+    rows = read_rows(out / "realdata.csv")
+    assert [(r["config"], r["mode"]) for r in rows] == [
+        ("tuned", "static"),
+        ("tuned", "automations"),
+        ("overlong", "static"),
+        ("overlong", "automations"),
+    ]
+    # The target is the tuned static run's final PSNR less 0.05 dB, which it reaches.
+    assert rows[0]["reached"] == "1/1"
+    assert float(rows[2]["compute"]) == 3 * float(rows[0]["compute"]) == 3 * 4 * 2
+    assert rows[0]["decisions"] == "-" and "adaptive_gradient_clipping" in rows[1]["decisions"]
+    curves = read_rows(out / "realdata_curves.csv")
+    assert len(curves) == 2 + 2 + 6 + 6
+    assert (out / "realdata.png").stat().st_size > 1000
+
+
+def test_realdata_names_the_missing_datasets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert realdata.main(["--datasets", str(tmp_path / "nowhere")]) == 2
+    assert "../shared/datasets" in capsys.readouterr().err
