@@ -18,6 +18,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from traiNNer.config.compat import drain_notes
 from traiNNer.config.loader import read_yaml, validate
 from traiNNer.config.schema import Options
 from traiNNer.config.validation import convert
@@ -104,8 +105,11 @@ def write_tables(table: dict[str, dict[str, float]], results_root: Path) -> None
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        opt = load_test_options(args.opt)
+        for note in drain_notes():
+            print(note)
         with torch.inference_mode():
-            run(load_test_options(args.opt))
+            run(opt)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code

@@ -20,6 +20,7 @@ import torch
 from traiNNer.automations.base import TrainInfo
 from traiNNer.automations.controller import AutomationController
 from traiNNer.automations.decision_log import DecisionLog
+from traiNNer.config.compat import drain_notes
 from traiNNer.config.loader import load_options
 from traiNNer.config.schema import Options
 from traiNNer.data import build_dataset
@@ -93,6 +94,8 @@ def train(args: argparse.Namespace) -> int:
     seed = resume_state["seed"] if resume_state else choose_seed(opt, dist)
     seed_everything(seed + dist.rank)
     log.info(f"{opt.name}: {opt.network_g['type']} x{opt.scale} on {device}, seed {seed}")
+    for note in drain_notes():
+        log.info(note)
 
     # 3. Data; the knobs start from the option file.
     knobs = Knobs.from_options(opt)

@@ -56,6 +56,8 @@ SUPPLEMENTARY_DESCRIPTIONS: dict[str, str] = {
     "Options.amp_bf16": "With use_amp: bfloat16 instead of float16 (no loss scaling).",
     "Options.use_channels_last": "NHWC memory layout for the network and its inputs.",
     "Options.use_compile": "torch.compile the generator (slow first steps).",
+    "Options.compile_mode": "torch.compile's mode for the generator (default, reduce-overhead, "
+    "max-autotune, max-autotune-no-cudagraphs), as in traiNNer-redux.",
     "Options.fast_matmul": "Allow TF32 for fp32 matmuls (torch.set_float32_matmul_precision high).",
     "Options.detect_anomaly": "torch.autograd anomaly detection (slow; for debugging NaNs).",
     "Options.datasets": "Named datasets: the key `train` is the training set, every other key "

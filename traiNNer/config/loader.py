@@ -9,6 +9,7 @@ import yaml
 
 from traiNNer.automations.config import automations_options_type, enabled_automations
 from traiNNer.automations.registry import get_automation
+from traiNNer.config import compat
 from traiNNer.config.schema import Options
 from traiNNer.config.validation import check_kwargs, convert
 from traiNNer.data.moa import validate_moa
@@ -62,6 +63,11 @@ def split_type(entry: dict[str, Any], path: str) -> tuple[str, dict[str, Any]]:
 
 def _check_network(opt: Options) -> None:
     type_name, kwargs = split_type(opt.network_g, "network_g")
+    if type_name not in ARCH_REGISTRY and type_name.lower() in compat.UPSTREAM_ARCHS:
+        raise ConfigError(
+            f"network_g.type: '{type_name}' is a traiNNer-redux architecture that traiNNer-auto "
+            f"does not provide yet (available: {', '.join(ARCH_REGISTRY.names())})"
+        )
     factory = ARCH_REGISTRY.get(type_name, "network_g.type")
     if "scale" in kwargs and kwargs.pop("scale") != opt.scale:
         raise ConfigError(
@@ -165,6 +171,12 @@ def _check_automations(opt: Options) -> None:
 
 def _check_datasets(opt: Options, for_training: bool) -> None:
     for name, dataset in opt.datasets.items():
+        backend = (dataset.io_backend or {}).get("type", "disk")
+        if backend != "disk":
+            raise ConfigError(
+                f"datasets.{name}.io_backend.type: '{backend}' is not supported yet "
+                "(accepted: disk)"
+            )
         DATASET_REGISTRY.get(dataset.type, f"datasets.{name}.type")
         if not dataset.name:
             dataset.name = name
@@ -177,7 +189,20 @@ def _check_datasets(opt: Options, for_training: bool) -> None:
 def _check_val(opt: Options) -> None:
     if opt.val is None:
         return
-    for name, metric in opt.val.metrics.items():
+    metrics_run = opt.val.val_enabled and opt.val.metrics_enabled
+    for name, metric in list(opt.val.metrics.items()):
+        unavailable = compat.UNAVAILABLE_METRICS.get(metric.type.lower())
+        if unavailable is not None and metric.type not in METRIC_REGISTRY:
+            if metrics_run:
+                raise ConfigError(
+                    f"val.metrics.{name}.type: {metric.type} is not available in traiNNer-auto "
+                    f"({unavailable[1]}); remove it, or set val.metrics_enabled: false"
+                )
+            del opt.val.metrics[name]
+            compat.note(
+                f"val.metrics.{name}: {metric.type} ignored ({unavailable[1]}; metrics are off)"
+            )
+            continue
         fn = METRIC_REGISTRY.get(metric.type, f"val.metrics.{name}.type")
         if metric.better is None:
             metric.better = getattr(fn, "better", "higher")

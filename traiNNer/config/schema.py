@@ -49,6 +49,12 @@ class DatasetOptions(StrictStruct):
     prefetch_factor: PositiveInt = 2
     color: Literal["y"] | None = None
     filename_tmpl: str = "{}"
+    io_backend: Annotated[
+        dict[str, Any] | None,
+        Meta(
+            description="traiNNer-redux's image backend; {type: disk}, the default, is the one here."
+        ),
+    ] = None
 
 
 class NetworkOptions(StrictStruct):
@@ -83,6 +89,21 @@ class TrainOptions(StrictStruct):
     )
     ema_decay: Annotated[float, Meta(ge=0, lt=1)] = 0.0
     ema_update_after_step: NonNegativeInt = 0
+    ema_power: Annotated[
+        float,
+        Meta(
+            gt=0,
+            description="EMA warm-up as traiNNer-redux (ema-pytorch) has it: after "
+            "ema_update_after_step, the decay at step k is min(ema_decay, 1 - (1 + k)^-power); "
+            "0.75 warms up over about 10k steps, the default 10 not at all.",
+        ),
+    ] = 10.0
+    ema_switch_iter: Annotated[
+        NonNegativeInt,
+        Meta(
+            description="Every this many iterations the EMA weights replace the trained ones (0: never)."
+        ),
+    ] = 0
     grad_clip: bool = False
     grad_clip_max_norm: Annotated[float, Meta(gt=0)] = 1.0
     max_nonfinite_steps: Annotated[
@@ -157,6 +178,9 @@ class Options(StrictStruct):
     amp_bf16: bool = False
     use_channels_last: bool = False
     use_compile: bool = False
+    compile_mode: Literal[
+        "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"
+    ] = "default"
     fast_matmul: bool = False
     detect_anomaly: bool = False
     datasets: dict[str, DatasetOptions] = msgspec.field(default_factory=dict)

@@ -96,7 +96,9 @@ class BaseModel:
         self._extra_param_groups = extra_param_groups or []
         self.replace_optimizer(*self._wanted_optimizer())
         if train.ema_decay > 0:
-            self.ema = EMA(self.bare_net_g, train.ema_decay, train.ema_update_after_step)
+            self.ema = EMA(
+                self.bare_net_g, train.ema_decay, train.ema_update_after_step, train.ema_power
+            )
 
     def replace_optimizer(self, type_name: str, kwargs: dict[str, Any]) -> None:
         """A fresh optimizer (and the schedule bound to its LR) over the same parameters."""
@@ -271,6 +273,9 @@ class BaseModel:
             self.nonfinite_streak = 0
             if self.ema is not None:
                 self.ema.update(self.bare_net_g, iteration)
+                switch = self.train_opt.ema_switch_iter
+                if switch and iteration % switch == 0:
+                    self.ema.copy_into(self.bare_net_g)
             self.after_step(iteration, loss_sums)
         else:
             self._on_nonfinite(iteration)

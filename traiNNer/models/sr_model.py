@@ -110,7 +110,8 @@ class SRModel(BaseModel):
                 forward_sync_buffers=False,
             )
         if self.opt.use_compile:
-            self.net_g = torch.compile(self.net_g)  # type: ignore[assignment]
+            mode = None if self.opt.compile_mode == "default" else self.opt.compile_mode
+            self.net_g = torch.compile(self.net_g, mode=mode)  # type: ignore[assignment]
         self.setup_optimization(extra_groups)
 
     # --------------------------------------------------------------- losses

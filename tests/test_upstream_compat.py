@@ -1,0 +1,84 @@
+"""traiNNer-redux option vocabulary: keys upstream's templates use decode here with their
+meaning, or fail with a line that says what is not available (not a did-you-mean)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import base_options
+from traiNNer.config.compat import drain_notes
+from traiNNer.config.loader import decode_options, validate
+from traiNNer.utils.errors import ConfigError
+
+
+def upstream_style(**root: Any) -> dict[str, Any]:
+    """A fidelity option file in upstream's vocabulary (written here, not copied)."""
+    data = base_options(Path("/unused"), Path("/unused"))
+    data.update(use_compile=False, compile_mode="max-autotune", fast_matmul=False)
+    data["datasets"]["val"]["io_backend"] = {"type": "disk"}
+    data["train"].update(ema_decay=0.999, ema_power=0.75, ema_switch_iter=0)
+    data.update(root)
+    return data
+
+
+def load(data: dict[str, Any], for_training: bool = True) -> Any:
+    return validate(decode_options(data), for_training=for_training)
+
+
+def test_upstream_keys_decode_with_their_meaning() -> None:
+    opt = load(upstream_style())
+    assert opt.compile_mode == "max-autotune"
+    assert opt.train.ema_power == 0.75 and opt.train.ema_switch_iter == 0
+    assert opt.datasets["val"].io_backend == {"type": "disk"}
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("compile_mode", "fastest", "compile_mode"),
+        (
+            "io_backend",
+            {"type": "lmdb"},
+            r"datasets\.val\.io_backend\.type: 'lmdb' is not supported",
+        ),
+    ],
+)
+def test_values_outside_upstream_or_not_supported_name_the_key(
+    key: str, value: Any, message: str
+) -> None:
+    data = upstream_style()
+    if key == "io_backend":
+        data["datasets"]["val"]["io_backend"] = value
+    else:
+        data[key] = value
+    with pytest.raises(ConfigError, match=message):
+        load(data)
+
+
+def test_metrics_not_available_here_are_noted_when_off_and_an_error_when_on() -> None:
+    drain_notes()
+    data = upstream_style()
+    data["val"]["metrics"]["topiq"] = {"type": "calculate_topiq"}
+    data["val"]["metrics"]["lpips"] = {"type": "calculate_lpips", "better": "lower"}
+    data["val"]["metrics_enabled"] = False
+    opt = load(data)
+    assert "topiq" not in opt.val.metrics and "psnr" in opt.val.metrics
+    notes = drain_notes()
+    assert len(notes) == 2 and "calculate_topiq ignored" in notes[0]
+    data["val"]["metrics_enabled"] = True
+    with pytest.raises(
+        ConfigError, match=r"val\.metrics\.topiq\.type: calculate_topiq is not available"
+    ):
+        load(data)
+
+
+def test_an_upstream_architecture_not_provided_here_says_so() -> None:
+    data = upstream_style()
+    data["network_g"] = {"type": "atd"}
+    with pytest.raises(ConfigError) as error:
+        load(data)
+    message = str(error.value)
+    assert "'atd' is a traiNNer-redux architecture" in message and "did you mean" not in message
