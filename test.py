@@ -29,13 +29,14 @@ from traiNNer.models.sr_model import SRModel
 from traiNNer.training.devices import select_device
 from traiNNer.training.knobs import Knobs
 from traiNNer.utils.checkpoint import load_network
+from traiNNer.utils.cli import add_upstream_flags, apply_overrides
 from traiNNer.utils.dist import DistInfo
 from traiNNer.utils.errors import ConfigError, UserError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("-opt", required=True, help="path to the test option YAML file")
+    add_upstream_flags(parser)
     return parser.parse_args(argv)
 
 
@@ -106,7 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         opt = load_test_options(args.opt)
-        for note in drain_notes():
+        notes = apply_overrides(opt, args)
+        if args.launcher != "none":
+            notes.append(f"--launcher {args.launcher}: test.py runs in one process")
+        for note in [*drain_notes(), *notes]:
             print(note)
         with torch.inference_mode():
             run(opt)

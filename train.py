@@ -21,6 +21,7 @@ from traiNNer.automations.base import TrainInfo
 from traiNNer.automations.controller import AutomationController
 from traiNNer.automations.decision_log import DecisionLog
 from traiNNer.config.compat import drain_notes
+from traiNNer.config.compat import note as compat_note
 from traiNNer.config.loader import load_options
 from traiNNer.config.schema import Options
 from traiNNer.data import build_dataset
@@ -39,6 +40,7 @@ from traiNNer.utils.checkpoint import (
     latest_training_state,
     load_training_state,
 )
+from traiNNer.utils.cli import add_upstream_flags, apply_overrides, export_slurm_environment
 from traiNNer.utils.dist import (
     DistInfo,
     barrier,
@@ -55,10 +57,7 @@ from traiNNer.utils.rng import seed_everything
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("-opt", required=True, help="path to the option YAML file")
-    parser.add_argument("--launcher", choices=["none", "pytorch"], default="none")
-    parser.add_argument("--auto_resume", action="store_true", help="resume from the newest state")
-    parser.add_argument("--local_rank", type=int, default=0, help=argparse.SUPPRESS)
+    add_upstream_flags(parser)
     return parser.parse_args(argv)
 
 
@@ -77,6 +76,10 @@ def train(args: argparse.Namespace) -> int:
     # 1. Options, checked in full before anything is created.
     opt = load_options(args.opt, for_training=True)
     assert opt.train is not None
+    for note in apply_overrides(opt, args):
+        compat_note(note)
+    if args.launcher == "slurm":
+        export_slurm_environment(opt.dist_params.port, torch.cuda.device_count())
     dist = init_distributed(args.launcher, opt.dist_params.backend, opt.dist_params.port)
     device = select_device(opt, dist)
     configure_torch(opt)

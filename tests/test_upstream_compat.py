@@ -82,3 +82,42 @@ def test_an_upstream_architecture_not_provided_here_says_so() -> None:
         load(data)
     message = str(error.value)
     assert "'atd' is a traiNNer-redux architecture" in message and "did you mean" not in message
+
+
+# --------------------------------------------------------------------------- command line
+def parse(*argv: str) -> Any:
+    import argparse
+
+    from traiNNer.utils.cli import add_upstream_flags
+
+    parser = argparse.ArgumentParser()
+    add_upstream_flags(parser)
+    return parser.parse_args(["-opt", "x.yml", *argv])
+
+
+def test_upstream_flags_parse_and_name_and_seed_override_the_file() -> None:
+    from traiNNer.utils.cli import apply_overrides
+
+    opt = load(upstream_style())
+    args = parse("--launcher", "slurm", "--name", "other", "--manual_seed", "42", "--debug")
+    notes = apply_overrides(opt, args)
+    assert (opt.name, opt.manual_seed) == ("other", 42)
+    assert len(notes) == 1 and notes[0].startswith("--debug is accepted")
+    assert apply_overrides(opt, parse("--resume", "3", "--watch", "--start-iter", "5"))
+
+
+def test_slurm_variables_become_torchrun_ones() -> None:
+    from traiNNer.utils.cli import slurm_environment
+    from traiNNer.utils.errors import UserError
+
+    env = {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_NODELIST": "node[01-02]"}
+    resolved = slurm_environment(env, gpus=4, port=29511, resolve=lambda nodes: "node01")
+    assert resolved == {
+        "RANK": "5",
+        "WORLD_SIZE": "8",
+        "LOCAL_RANK": "1",
+        "MASTER_ADDR": "node01",
+        "MASTER_PORT": "29511",
+    }
+    with pytest.raises(UserError, match="SLURM_PROCID"):
+        slurm_environment({}, gpus=1, port=1)
