@@ -121,3 +121,30 @@ def test_slurm_variables_become_torchrun_ones() -> None:
     }
     with pytest.raises(UserError, match="SLURM_PROCID"):
         slurm_environment({}, gpus=1, port=1)
+
+
+# --------------------------------------------------------------------------- architectures
+@pytest.mark.parametrize("unshuffle", [True, False])
+def test_esrgan_use_pixel_unshuffle_at_scale_2_upscales_and_opens_in_spandrel(
+    unshuffle: bool,
+) -> None:
+    import torch
+    from spandrel import ModelLoader
+
+    from traiNNer.config.loader import _populate_registries
+    from traiNNer.models.sr_model import build_network
+
+    _populate_registries()
+    kwargs = {"num_filters": 8, "num_blocks": 1, "use_pixel_unshuffle": unshuffle}
+    net = build_network("esrgan", 2, kwargs)
+    assert net(torch.rand(1, 3, 16, 16)).shape == (1, 3, 32, 32)
+    descriptor = ModelLoader().load_from_state_dict(net.state_dict())
+    assert descriptor.scale == 2
+    first = next(iter(net.state_dict().values()))
+    assert first.shape[1] == (12 if unshuffle else 3)  # unshuffled input: 3 x 2 x 2 channels
+
+
+def test_dat_accepts_use_chk() -> None:
+    data = upstream_style()
+    data["network_g"] = {"type": "dat_light", "use_chk": True}
+    assert load(data).network_g["use_chk"] is True

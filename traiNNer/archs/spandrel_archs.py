@@ -94,6 +94,9 @@ class ESRGANParams:
     num_filters: int = 64
     num_blocks: int = 23
     plus: bool = False
+    # traiNNer-redux's key: at scales 1 and 2 the input is pixel-unshuffled (Real-ESRGAN's
+    # x1/x2 layout): faster and lighter, slightly lower quality. No effect above 2.
+    use_pixel_unshuffle: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -164,6 +167,7 @@ class DATParams:
     drop_path_rate: float = 0.1
     resi_connection: DATResidual = "1conv"
     upsampler: DATUpsampler = "pixelshuffle"
+    use_chk: bool = False  # activation checkpointing inside DAT (traiNNer-redux's key)
 
 
 # ---------------------------------------------------------------------- builders
@@ -233,6 +237,23 @@ def build_mosr(name: str, scale: int, p: MoSRParams) -> MoSR:
     return MoSR(upscale=scale, upsampler=upsampler, **_without(p, "upsampler"))
 
 
+def build_esrgan(name: str, scale: int, p: ESRGANParams) -> ESRGAN:
+    _check_positive(name, num_filters=p.num_filters, num_blocks=p.num_blocks)
+    factor = {1: 4, 2: 2}.get(scale) if p.use_pixel_unshuffle else None
+    if factor is None:
+        return ESRGAN(scale=scale, **_without(p, "use_pixel_unshuffle"))
+    # spandrel's RRDBNet takes the unshuffled channel count and the overall upscale.
+    return ESRGAN(
+        in_nc=p.in_nc * factor * factor,
+        out_nc=p.out_nc,
+        num_filters=p.num_filters,
+        num_blocks=p.num_blocks,
+        plus=p.plus,
+        scale=scale * factor,
+        shuffle_factor=factor,
+    )
+
+
 def build_dat(name: str, scale: int, p: DATParams) -> DAT:
     _check_positive(name, img_size=p.img_size, expansion_factor=p.expansion_factor)
     if p.embed_dim < 16:
@@ -261,9 +282,7 @@ SPAN_FAMILY = Family(SPANParams, _passthrough(SPAN, "upscale", "feature_channels
 COMPACT_FAMILY = Family(
     CompactParams, _passthrough(Compact, "upscale", "num_feat", "num_conv"), COMMON_SCALES
 )
-ESRGAN_FAMILY = Family(
-    ESRGANParams, _passthrough(ESRGAN, "scale", "num_filters", "num_blocks"), ESRGAN_SCALES
-)
+ESRGAN_FAMILY = Family(ESRGANParams, build_esrgan, ESRGAN_SCALES)
 PLKSR_FAMILY = Family(PLKSRParams, build_plksr, COMMON_SCALES)
 REALPLKSR_FAMILY = Family(RealPLKSRParams, build_realplksr, COMMON_SCALES)
 OMNISR_FAMILY = Family(OmniSRParams, _passthrough(OmniSR, "up_scale", *OMNISR_SIZES), COMMON_SCALES)
