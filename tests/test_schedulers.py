@@ -12,12 +12,14 @@ import train
 from tests.conftest import base_options, write_options
 from traiNNer.schedulers import (
     CosineAnnealingLR,
+    CosineAnnealingRestartLR,
     CosineAnnealingWarmRestarts,
     MultiStepLR,
     ReduceLROnPlateau,
     build_schedule,
     warmup_factor,
 )
+from traiNNer.utils.errors import ConfigError
 
 
 def test_multistep_steps_at_each_milestone() -> None:
@@ -80,3 +82,15 @@ def test_reduce_on_plateau_in_training_gets_the_validation_metric(
     assert state["model"]["schedule"]["current"] == pytest.approx(0.25)
     # The last step (12) ran before its validation, at the LR after the first reduction.
     assert state["model"]["optimizer"]["param_groups"][0]["lr"] == pytest.approx(5e-4)
+
+
+def test_cosine_annealing_restart_follows_its_periods_and_weights() -> None:
+    schedule = CosineAnnealingRestartLR(periods=[10, 20], restart_weights=[1.0, 0.5], eta_min=0.1)
+    schedule.bind(total_iter=30, base_lr=1.0)
+    assert schedule.factor(0) == pytest.approx(1.0)
+    assert schedule.factor(5) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert schedule.factor(10) == pytest.approx(0.5)  # restart at half the base LR
+    assert schedule.factor(20) == pytest.approx(0.1 + 0.4 * 0.5)
+    assert schedule.factor(30) == schedule.factor(1000) == pytest.approx(0.1)  # after the last
+    with pytest.raises(ConfigError, match="restart_weights"):
+        CosineAnnealingRestartLR(periods=[10], restart_weights=[1.0, 1.0])

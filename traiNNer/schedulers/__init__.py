@@ -14,6 +14,7 @@ import math
 from typing import Any, Literal
 
 from traiNNer.automations.plateau import PlateauDetector
+from traiNNer.utils.errors import ConfigError
 from traiNNer.utils.registry import SCHEDULER_REGISTRY
 
 
@@ -123,6 +124,41 @@ class CosineAnnealingWarmRestarts(Schedule):
         progress = (iteration - start) / length
         floor = self.eta_min_factor
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@SCHEDULER_REGISTRY.register("cosineannealingrestartlr")
+class CosineAnnealingRestartLR(Schedule):
+    """BasicSR / traiNNer-redux's cosine with restarts: consecutive `periods` (iterations),
+    each a half cosine from `restart_weights[i]` (times the base LR) down to `eta_min`.
+    After the last period the LR stays at `eta_min`."""
+
+    def __init__(
+        self, periods: list[int], restart_weights: list[float] | None = None, eta_min: float = 0.0
+    ) -> None:
+        weights = list(restart_weights) if restart_weights is not None else [1.0] * len(periods)
+        if not periods or len(weights) != len(periods) or min(periods) < 1:
+            raise ConfigError(
+                "train.scheduler.periods: needs at least one positive period and one "
+                f"restart_weights entry per period (got {len(periods)} periods, "
+                f"{len(weights)} weights)"
+            )
+        self.periods = [int(p) for p in periods]
+        self.weights = [float(w) for w in weights]
+        self.eta_min = eta_min
+        self.eta_min_factor = 0.0
+
+    def bind(self, total_iter: int, base_lr: float) -> None:
+        del total_iter
+        self.eta_min_factor = self.eta_min / base_lr if base_lr > 0 else 0.0
+
+    def factor(self, iteration: int) -> float:
+        floor, start = self.eta_min_factor, 0
+        for period, weight in zip(self.periods, self.weights, strict=True):
+            if iteration < start + period:
+                progress = (iteration - start) / period
+                return floor + (weight - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+            start += period
+        return floor
 
 
 @SCHEDULER_REGISTRY.register("reducelronplateau")
