@@ -15,8 +15,9 @@ build the same network here.
 `supported_scales` lists the scales at which the module builds *and* spandrel
 detects the scale back from the weights (e.g. ESRGAN at 3x is read back as 2x).
 
-Not offered: spandrel's RCAN, whose forward scales its input tensor in place
-(`x *= rgb_range`) and whose "frozen" mean-shift convs are in fact trainable.
+spandrel's RCAN is offered only without `norm` (traiNNer-redux's `rcan` default, in
+`spandrel_archs_upstream`): with it, its forward scales its input tensor in place
+(`x *= rgb_range`) and its "frozen" mean-shift convs are in fact trainable.
 """
 
 from __future__ import annotations
