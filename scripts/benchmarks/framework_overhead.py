@@ -106,6 +106,7 @@ class BareLoop:
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         self.ema_decay = ema_decay
         self.ema_params = [p.detach().clone() for p in self.params] if ema_decay > 0 else []
+        self.steps = 0
 
     def step(self, batch: dict[str, torch.Tensor]) -> None:
         lq, gt = batch["lq"], batch["gt"]
@@ -123,9 +124,13 @@ class BareLoop:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
+        self.steps += 1
         if self.ema_params:
+            # ema-pytorch's warm-up at power 10, as the framework's EMA: a copy first.
+            k = self.steps - 1
+            decay = min(self.ema_decay, 1.0 - (1.0 + k) ** -10.0) if k > 0 else 0.0
             with torch.no_grad():
-                torch._foreach_lerp_(self.ema_params, self.params, 1.0 - self.ema_decay)
+                torch._foreach_lerp_(self.ema_params, self.params, 1.0 - decay)
 
 
 def framework_step(model: SRModel, batch: dict[str, torch.Tensor]) -> Callable[[], None]:
