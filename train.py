@@ -80,6 +80,8 @@ def train(args: argparse.Namespace) -> int:
         compat_note(note)
     if args.launcher == "slurm":
         export_slurm_environment(opt.dist_params.port, torch.cuda.device_count())
+    if args.dry_run:
+        return dry_run(opt)
     dist = init_distributed(args.launcher, opt.dist_params.backend, opt.dist_params.port)
     device = select_device(opt, dist)
     configure_torch(opt)
@@ -203,6 +205,16 @@ def find_resume_state(opt: Options, paths: ExperimentPaths, auto_resume: bool) -
             raise UserError(f"path.resume_state: {path} does not exist")
         return path
     return latest_training_state(paths.training_states) if auto_resume else None
+
+
+def dry_run(opt: Options) -> int:
+    """--dry_run: every check a run makes before its first step, writing nothing."""
+    for key, set_opt in opt.datasets.items():
+        build_dataset(set_opt, opt.scale, "train" if key == "train" else "val", key=key)
+        print(f"datasets.{key}: found and checked")
+    SRModel(opt, torch.device("cpu"), Knobs.from_options(opt), DistInfo())
+    print(f"{opt.name}: options, data and {opt.network_g['type']} x{opt.scale} are fine")
+    return 0
 
 
 def build_val_loaders(

@@ -149,3 +149,21 @@ def test_dat_accepts_use_chk() -> None:
     data = upstream_style()
     data["network_g"] = {"type": "dat_light", "use_chk": True}
     assert load(data).network_g["use_chk"] is True
+
+
+def test_dry_run_checks_data_and_model_and_writes_nothing(
+    tmp_path: Path, tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import train
+    from tests.conftest import write_options
+
+    monkeypatch.chdir(tmp_path)
+    option_file = write_options(tmp_path / "run.yml", base_options(tiny_dataset, tmp_path))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert train.main(["-opt", str(option_file), "--dry_run"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no experiments/, tb_logger/
+    data = base_options(tiny_dataset, tmp_path)
+    data["datasets"]["train"]["dataroot_gt"] = str(tmp_path / "missing")
+    # A missing data folder fails the dry run (one line), still writing nothing.
+    assert train.main(["-opt", str(write_options(tmp_path / "bad.yml", data)), "--dry_run"]) != 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, "bad.yml"])

@@ -30,6 +30,12 @@ def add_upstream_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--auto_resume", action="store_true", help="resume from the newest state")
     parser.add_argument("--name", default=None, help="replaces the option file's name")
     parser.add_argument("--manual_seed", type=int, default=None, help="replaces manual_seed")
+    parser.add_argument(
+        "--dry_run",
+        action="store_true",
+        help="train.py: decode the option file, check its data folders and build the model, "
+        "then exit 0 without writing anything",
+    )
     parser.add_argument("--local_rank", type=int, default=0, help=argparse.SUPPRESS)
     # Accepted as traiNNer-redux's parser accepts them; no effect there either.
     parser.add_argument("--resume", type=int, default=0, help=argparse.SUPPRESS)
