@@ -41,6 +41,8 @@ SPANDREL_IDS: dict[str, str] = {
     "span_s": "SPAN",
     "rcan": "RCAN",
     "rcan_unshuffle": "RCAN",
+    **{f"fdat_{v}": "FDAT" for v in ("tiny", "light", "medium", "medium_aligned", "large", "xl")},
+    "moesr2": "MoESR",
 }
 
 _SWIN = {"embed_dim": 16, "depths": (1,), "num_heads": (2,), "window_size": 4}
@@ -88,6 +90,11 @@ TINY_KWARGS: dict[str, dict[str, Any]] = {
     "span_s": {"feature_channels": 8},
     "rcan": _RCAN,
     "rcan_unshuffle": _RCAN,
+    **{
+        f"fdat_{v}": {"embed_dim": 16, "num_groups": 1, "depth_per_group": 1, "num_heads": 2}
+        for v in ("tiny", "light", "medium", "medium_aligned", "large", "xl")
+    },
+    "moesr2": {"dim": 16, "n_blocks": 1, "n_block": 1, "upsample_dim": 16},
 }
 
 # Real-CUGAN reflect-pads its features by up to 19 px.
@@ -104,6 +111,8 @@ def _kwargs_at(name: str, scale: int) -> dict[str, Any]:
         kwargs["upsampler"] = "pixelshuffle"
     if name.startswith("grl_") and scale == 1:
         kwargs["upsampler"] = "pixelshuffledirect"  # GRL's pixelshuffle has no 1x layout
+    if name.startswith("fdat_") and scale == 8:
+        kwargs["upsampler_type"] = "pixelshuffle"  # transpose+conv stops at 4x
     if name == "rcan" and scale == 1:
         kwargs["unshuffle_mod"] = True
     return kwargs
@@ -161,6 +170,9 @@ def test_factory_signature_is_checkable_and_agrees_with_type_hints(name: str) ->
         ("span_s", {"feature_channels": 48, "norm": False, "num_blocks": 6}),
         ("rcan", {"norm": False, "unshuffle_mod": False, "n_feats": 64}),
         ("rcan_unshuffle", {"unshuffle_mod": True}),
+        ("fdat_tiny", {"embed_dim": 96, "num_heads": 3, "upsampler_type": "transpose+conv"}),
+        ("fdat_xl", {"num_groups": 6, "depth_per_group": 6, "embed_dim": 180}),
+        ("moesr2", {"dim": 64, "n_blocks": 9, "upsampler": "pixelshuffledirect"}),
     ],
 )
 def test_defaults_are_traiNNer_redux_ones(name: str, expected: dict[str, Any]) -> None:
@@ -238,6 +250,16 @@ def test_realcugan_fast_builds_at_2x() -> None:
         ("rcan", 2, {"norm": True}, r"network_g\.norm"),
         ("rcan", 1, {}, r"network_g\.unshuffle_mod"),
         ("ditn_real", 2, {"dim": 0}, r"network_g\.dim"),
+        ("fdat_tiny", 8, {}, r"network_g\.upsampler_type: 'transpose\+conv' builds fdat_tiny"),
+        ("fdat_light", 2, {"upsampler_type": "conv"}, r"network_g\.upsampler_type: 'conv'"),
+        ("fdat_medium", 2, {"num_heads": 3}, r"network_g\.num_heads: must divide embed_dim"),
+        (
+            "fdat_large",
+            2,
+            {"group_block_pattern": ("channel",)},
+            r"network_g\.group_block_pattern",
+        ),
+        ("moesr2", 2, {"upsampler": "conv"}, r"network_g\.upsampler: 'conv' builds moesr2"),
     ],
 )
 def test_impossible_settings_name_the_key(

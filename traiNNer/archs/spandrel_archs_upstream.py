@@ -21,13 +21,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+import torch
 from spandrel.architectures.ATD import ATD
 from spandrel.architectures.CRAFT import CRAFT
 from spandrel.architectures.DCTLSA import DCTLSA
 from spandrel.architectures.DITN import DITN
 from spandrel.architectures.DRCT import DRCT
+from spandrel.architectures.FDAT import FDAT
 from spandrel.architectures.GRL import GRL
 from spandrel.architectures.HAT import HAT
+from spandrel.architectures.MoESR import MoESR
 from spandrel.architectures.RCAN import RCAN
 from spandrel.architectures.RealCUGAN import UpCunet2x, UpCunet2x_fast, UpCunet3x, UpCunet4x
 from spandrel.architectures.RGT import RGT
@@ -57,6 +60,17 @@ GRLOutProjection = Literal["linear", "conv2d"]
 DITNLayerNorm = Literal["WithBias", "BiasFree"]
 SeemoReLRSpace = Literal["linear", "exp", "double"]
 RCANActivation = Literal["relu", "leaky_relu", "elu", "silu", "gelu", "none"]
+FDATUpsampler = Literal[
+    "conv",
+    "pixelshuffledirect",
+    "pixelshuffle",
+    "nearest+conv",
+    "dysample",
+    "transpose+conv",
+    "lda",
+    "pa_up",
+]
+MoESRUpsampler = Literal["conv", "pixelshuffledirect", "pixelshuffle", "nearest+conv", "dysample"]
 
 # Scales at which each upsampler builds and spandrel reads the scale back ("": none,
 # the denoising / artefact-removal layout).
@@ -321,6 +335,38 @@ class RCANParams:
     res_scale: float = 1.0
     act_mode: RCANActivation = "relu"
     unshuffle_mod: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class FDATParams:
+    num_in_ch: int = 3
+    num_out_ch: int = 3
+    embed_dim: int = 120
+    num_groups: int = 4
+    depth_per_group: int = 3
+    num_heads: int = 4
+    window_size: int = 8
+    ffn_expansion_ratio: float = 2.0
+    aim_reduction_ratio: int = 8
+    # None is spatial then channel attention, the only pattern spandrel reads back.
+    group_block_pattern: tuple[str, ...] | None = None
+    drop_path_rate: float = 0.1
+    upsampler_type: FDATUpsampler = "transpose+conv"
+    img_range: float = 1.0
+    unshuffle_mod: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class MoESR2Params:
+    in_ch: int = 3
+    out_ch: int = 3
+    dim: int = 64
+    n_blocks: int = 9
+    n_block: int = 4
+    expansion_factor: float = 8 / 3
+    expansion_msg: float = 1.5
+    upsampler: MoESRUpsampler = "pixelshuffledirect"
+    upsample_dim: int = 64
 
 
 # ---------------------------------------------------------------------- checks
@@ -632,6 +678,64 @@ def build_rcan(name: str, scale: int, p: RCANParams) -> RCAN:
     return RCAN(scale=scale, **asdict(p))
 
 
+def build_fdat(name: str, scale: int, p: FDATParams) -> FDAT:
+    _check_positive(
+        name,
+        embed_dim=p.embed_dim,
+        num_groups=p.num_groups,
+        depth_per_group=p.depth_per_group,
+        window_size=p.window_size,
+        ffn_expansion_ratio=p.ffn_expansion_ratio,
+        aim_reduction_ratio=p.aim_reduction_ratio,
+    )
+    if p.num_heads < 1 or p.embed_dim % p.num_heads:
+        raise ConfigError(
+            f"network_g.num_heads: must divide embed_dim ({p.embed_dim}) for {name}, "
+            f"got {p.num_heads}"
+        )
+    if p.group_block_pattern not in (None, ("spatial", "channel")):
+        _only(
+            name,
+            "group_block_pattern",
+            list(p.group_block_pattern),
+            ["spatial", "channel"],
+            "spandrel reads FDAT's weights back with that pattern only",
+        )
+    # "conv" has no upsampling layer; transpose+conv's layout stops at 4x.
+    upsampler_scales = {"conv": (1,), "transpose+conv": (1, 2, 3, 4)}
+    accepted = upsampler_scales.get(p.upsampler_type, COMMON_SCALES)
+    if scale not in accepted:
+        raise ConfigError(
+            f"network_g.upsampler_type: {p.upsampler_type!r} builds {name} at scale "
+            f"{', '.join(map(str, accepted))} only, not {scale}"
+        )
+    if p.upsampler_type == "dysample" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"network_g.upsampler_type: 'dysample' runs on CUDA only in spandrel's {name}; "
+            "pick another upsampler on this machine"
+        )
+    return FDAT(
+        scale=scale,
+        **_without(p, "group_block_pattern"),
+        group_block_pattern=["spatial", "channel"],
+    )
+
+
+def build_moesr2(name: str, scale: int, p: MoESR2Params) -> MoESR:
+    _check_positive(
+        name,
+        dim=p.dim,
+        n_blocks=p.n_blocks,
+        n_block=p.n_block,
+        expansion_factor=p.expansion_factor,
+        expansion_msg=p.expansion_msg,
+        upsample_dim=p.upsample_dim,
+    )
+    if p.upsampler == "conv" and scale != 1:
+        raise ConfigError(f"network_g.upsampler: 'conv' builds {name} at scale 1 only, not {scale}")
+    return MoESR(scale=scale, **asdict(p))
+
+
 # ---------------------------------------------------------------------- families
 
 HAT_FAMILY = Family(HATParams, build_hat, COMMON_SCALES)
@@ -648,6 +752,8 @@ DITN_FAMILY = Family(DITNParams, build_ditn, COMMON_SCALES)
 SEEMORE_FAMILY = Family(SeemoReParams, build_seemore, COMMON_SCALES)
 SPAN_S_FAMILY = Family(SPANSParams, build_span_s, COMMON_SCALES)
 RCAN_FAMILY = Family(RCANParams, build_rcan, COMMON_SCALES)
+FDAT_FAMILY = Family(FDATParams, build_fdat, COMMON_SCALES)
+MOESR2_FAMILY = Family(MoESR2Params, build_moesr2, COMMON_SCALES)
 
 # --------------------------------------------------------------------- variants
 
@@ -757,6 +863,40 @@ VARIANTS: dict[str, Variant] = {
         "RCAN with a pixel-unshuffled input at scales 1 and 2 (faster, lighter).",
         {"unshuffle_mod": True},
         notes={"norm": "False, as in traiNNer-redux; True is not supported here"},
+    ),
+    "fdat_tiny": Variant(
+        FDAT_FAMILY,
+        "FDAT-tiny (fast dual aggregation transformer): 96 features, 2 groups of 2.",
+        {
+            "embed_dim": 96,
+            "num_groups": 2,
+            "depth_per_group": 2,
+            "num_heads": 3,
+            "ffn_expansion_ratio": 1.5,
+            "drop_path_rate": 0.05,
+        },
+    ),
+    "fdat_light": Variant(
+        FDAT_FAMILY,
+        "FDAT-light: 108 features, 3 groups of 2.",
+        {"embed_dim": 108, "num_groups": 3, "depth_per_group": 2, "drop_path_rate": 0.08},
+    ),
+    "fdat_medium": Variant(FDAT_FAMILY, "FDAT-medium: 120 features, 4 groups of 3."),
+    "fdat_medium_aligned": Variant(
+        FDAT_FAMILY, "FDAT-medium with 128 features (aligned for tensor cores).", {"embed_dim": 128}
+    ),
+    "fdat_large": Variant(
+        FDAT_FAMILY,
+        "FDAT-large: 180 features, 4 groups of 4, 6 heads.",
+        {"embed_dim": 180, "depth_per_group": 4, "num_heads": 6},
+    ),
+    "fdat_xl": Variant(
+        FDAT_FAMILY,
+        "FDAT-XL: 180 features, 6 groups of 6, 6 heads.",
+        {"embed_dim": 180, "num_groups": 6, "depth_per_group": 6, "num_heads": 6},
+    ),
+    "moesr2": Variant(
+        MOESR2_FAMILY, "MoESR2 (MambaOut excitation SR): 64 features, 9 blocks of 4."
     ),
 }
 
