@@ -118,7 +118,6 @@ SUPPLEMENTARY_DESCRIPTIONS: dict[str, str] = {
     "TrainOptions.use_moa": "Mixture of augmentations on each training batch (LR and HR alike).",
     "TrainOptions.moa_augs": "Augmentations MoA draws from.",
     "TrainOptions.moa_probs": "Probability of each entry of moa_augs (same length, not all 0).",
-    "TrainOptions.moa_debug": "Accepted for compatibility; not used.",
     "TrainOptions.automations": "One block per automation; see [automations.md](automations.md).",
     "TrainOptions.dynamic_loss_scheduling": "The dynamic_loss_scheduling automation's block "
     "under its earlier key (same fields as train.automations.dynamic_loss_scheduling; give "

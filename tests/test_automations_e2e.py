@@ -100,6 +100,7 @@ def options(tmp: Path, dataset: Path) -> dict[str, Any]:
     opts["train"]["total_iter"] = 24
     opts["train"]["use_moa"] = True
     opts["train"]["moa_debug"] = True
+    opts["train"]["moa_debug_limit"] = 3
     opts["train"]["automations"] = all_automations()
     opts["train"]["losses"].append({"type": "mssimloss", "loss_weight": 0.1})
     opts["train"]["dynamic_loss_scheduling"] = {
@@ -173,9 +174,11 @@ def test_every_automation_decides_and_is_visible(reference_run: Path) -> None:
     assert {"losses/l_g_l1", "lr", "grad_norms/net_g", "metrics/tiny_val/psnr"} <= tags
     # Loss weighting is an automation like the others: its weights are decisions.
     assert any(t.startswith("automations/dynamic_loss_scheduling/loss_weights/") for t in tags)
-    # moa_debug: the first augmented pair of each augmentation used, LR and HR.
+    # moa_debug: the first moa_debug_limit batches, before and after their augmentation.
     saved = sorted(p.name for p in (experiment / "visualization" / "moa_debug").iterdir())
-    assert saved and len(saved) % 2 == 0 and any(name.endswith("_gt.png") for name in saved)
+    assert {name[:6] for name in saved} == {"000001", "000002", "000003"}
+    assert sum(name.endswith("_preauglq.png") for name in saved) == 3
+    assert sum(name.endswith("_gtfinal.png") for name in saved) == 3
 
 
 def test_knob_values_stay_in_their_configured_bounds(reference_run: Path) -> None:

@@ -9,7 +9,7 @@ import yaml
 
 from traiNNer.automations.config import automations_options_type, enabled_automations
 from traiNNer.automations.registry import get_automation
-from traiNNer.config import compat
+from traiNNer.config import compat, upstream_keys
 from traiNNer.config.schema import Options
 from traiNNer.config.validation import check_kwargs, convert
 from traiNNer.data.moa import validate_moa
@@ -255,6 +255,7 @@ def _decode_automations(train_data: Any, opt: Options) -> None:
 
 def decode_options(data: dict[str, Any]) -> Options:
     """Strictly decode plain option data (no cross-checks: see `validate`)."""
+    data = upstream_keys.translate(data)
     train_data = data.get("train")
     if isinstance(train_data, dict):
         # Decoded against the registry as it is now (plugins included), not at import.

@@ -104,6 +104,13 @@ class TrainOptions(StrictStruct):
             description="Every this many iterations the EMA weights replace the trained ones (0: never)."
         ),
     ] = 0
+    restart_scheduler: Annotated[
+        bool,
+        Meta(
+            description="On resume, true builds the schedule from this file; false (as in "
+            "traiNNer-redux) keeps the one the run was saved with."
+        ),
+    ] = False
     grad_clip: bool = False
     grad_clip_max_norm: Annotated[float, Meta(gt=0)] = 1.0
     max_nonfinite_steps: Annotated[
@@ -118,7 +125,17 @@ class TrainOptions(StrictStruct):
     moa_probs: list[UnitFloat] = msgspec.field(
         default_factory=lambda: [0.4, 0.084, 0.084, 0.084, 0.348]
     )
-    moa_debug: bool = False
+    moa_debug: Annotated[
+        bool,
+        Meta(
+            description="Save each augmented batch before and after MoA to "
+            "experiments/<name>/visualization/moa_debug, for a visual check."
+        ),
+    ] = False
+    moa_debug_limit: Annotated[
+        NonNegativeInt,
+        Meta(description="moa_debug saves the first this many batches; 0: every batch."),
+    ] = 100
     automations: AutomationsOptions | None = None
     # Accepted here as before; the loader moves it to automations.dynamic_loss_scheduling.
     dynamic_loss_scheduling: DynamicLossSchedulingConfig | None = None
@@ -129,6 +146,30 @@ class MetricOptions(StrictStruct):
     crop_border: NonNegativeInt = 0
     test_y_channel: bool = False
     better: Literal["higher", "lower"] | None = None
+    weights_path: Annotated[
+        str | None,
+        Meta(
+            description="Learned metrics (lpips, dists, topiq): the metric's own weights file; "
+            "null: the file of that name in pyiqa's cache (<torch hub dir>/pyiqa/). Never "
+            "downloaded."
+        ),
+    ] = None
+    backbone_weights_path: Annotated[
+        str | None,
+        Meta(
+            description="lpips and dists: torchvision's ImageNet AlexNet / VGG16 weights; null: "
+            "the file of that name in torchvision's cache (<torch hub dir>/checkpoints/). "
+            "Never downloaded."
+        ),
+    ] = None
+
+    def network_weights(self) -> dict[str, str]:
+        """The weight-file keys that are set, as keyword arguments for the metric function."""
+        given = {
+            "weights_path": self.weights_path,
+            "backbone_weights_path": self.backbone_weights_path,
+        }
+        return {key: value for key, value in given.items() if value is not None}
 
 
 class ValOptions(StrictStruct):
@@ -182,6 +223,13 @@ class Options(StrictStruct):
         "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"
     ] = "default"
     fast_matmul: bool = False
+    find_unused_parameters: Annotated[
+        bool,
+        Meta(
+            description="DDP: allow parameters that get no gradient in a step (slower; only "
+            "for networks with unused branches)."
+        ),
+    ] = False
     detect_anomaly: bool = False
     datasets: dict[str, DatasetOptions] = msgspec.field(default_factory=dict)
     network_g: dict[str, Any] = msgspec.field(default_factory=dict)

@@ -62,6 +62,8 @@ class BaseModel:
         self.ema: EMA | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.schedule: Schedule = build_schedule(None, {}, 1, 1.0)
+        # What the schedule is built from; a resume may bring back the saved one.
+        self.schedule_options: dict[str, Any] = {}
         self.base_lrs: list[float] = []
         self.optimizer_type = ""
         self._extra_param_groups: list[dict[str, Any]] = []
@@ -94,11 +96,23 @@ class BaseModel:
     def setup_optimization(self, extra_param_groups: list[dict[str, Any]] | None = None) -> None:
         train = self.train_opt
         self._extra_param_groups = extra_param_groups or []
+        self.schedule_options = {
+            "scheduler": copy.deepcopy(train.scheduler),
+            "total_iter": train.total_iter,
+        }
         self.replace_optimizer(*self._wanted_optimizer())
         if train.ema_decay > 0:
             self.ema = EMA(
                 self.bare_net_g, train.ema_decay, train.ema_update_after_step, train.ema_power
             )
+
+    def _build_schedule(self) -> None:
+        options = self.schedule_options
+        scheduler = dict(options["scheduler"] or {})
+        sched_type = scheduler.pop("type", None)
+        self.schedule = build_schedule(
+            sched_type, scheduler, options["total_iter"], self.base_lrs[0]
+        )
 
     def replace_optimizer(self, type_name: str, kwargs: dict[str, Any]) -> None:
         """A fresh optimizer (and the schedule bound to its LR) over the same parameters."""
@@ -108,9 +122,7 @@ class BaseModel:
         self.optimizer = build_optimizer(type_name, groups, kwargs)
         self.optimizer_type = type_name.lower()
         self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
-        scheduler = dict(train.scheduler or {})
-        sched_type = scheduler.pop("type", None)
-        self.schedule = build_schedule(sched_type, scheduler, train.total_iter, self.base_lrs[0])
+        self._build_schedule()
         if self._trial_optimizer is None:
             # The weight-decay knob is the run's weight decay, whichever optimizer holds it;
             # a race candidate trains with its own arguments.
@@ -404,6 +416,7 @@ class BaseModel:
             "optimizer_type": self.optimizer_type,
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
+            "schedule_options": copy.deepcopy(self.schedule_options),
             "scaler": self.scaler.state_dict(),
             "nonfinite": [self.nonfinite_streak, self.nonfinite_total],
         }
@@ -430,13 +443,36 @@ class BaseModel:
                 self.optimizer_type,
             )
         self.optimizer.zero_grad(set_to_none=True)
-        self.schedule.load_state_dict(state["schedule"])
+        if self._keep_saved_schedule(state.get("schedule_options")):
+            self.schedule.load_state_dict(state["schedule"])
         # A scaler saved under another precision (bf16/fp32 save an empty state) is skipped.
         if self.scaler.is_enabled() and state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
         if not keep_counters:
             self.nonfinite_streak, self.nonfinite_total = state["nonfinite"]
         self.apply_knobs()
+
+    def _keep_saved_schedule(self, saved: dict[str, Any] | None) -> bool:
+        """traiNNer-redux's `restart_scheduler`: a resumed run keeps the schedule it was
+        saved with unless the key is true; False means the file's schedule starts afresh."""
+        if saved is None or saved == self.schedule_options:
+            return True  # the same schedule (or a state from before schedules were saved)
+        if self.train_opt.restart_scheduler:
+            logger.warning(
+                "train.restart_scheduler: the option file's schedule %s replaces the saved %s",
+                self.schedule_options,
+                saved,
+            )
+            return False
+        logger.warning(
+            "the run was saved with the schedule %s; it continues with it, not the option "
+            "file's %s (set train.restart_scheduler: true to use the file's)",
+            saved,
+            self.schedule_options,
+        )
+        self.schedule_options = copy.deepcopy(saved)
+        self._build_schedule()
+        return True
 
     def snapshot(self) -> dict[str, Any]:
         """A deep copy of `state_dict()` (on the device) to go back to later."""

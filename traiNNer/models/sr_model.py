@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
+from torchvision.utils import make_grid
 
 from traiNNer.automations.config import enabled_automations
 from traiNNer.automations.dynamic_loss_scheduling import DynamicLossSchedulingConfig
@@ -71,7 +72,7 @@ class SRModel(BaseModel):
         self._good_state: dict[str, Any] | None = None
         # Set by the trainer when train.moa_debug is on.
         self.moa_debug_dir: Path | None = None
-        self._moa_debug_saved: set[str] = set()
+        self._moa_debug_batches = 0
 
     # ----------------------------------------------------------------- setup
     def load_pretrained(self, net: nn.Module, path: str) -> None:
@@ -108,6 +109,7 @@ class SRModel(BaseModel):
                 self.net_g,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 forward_sync_buffers=False,
+                find_unused_parameters=self.opt.find_unused_parameters,
             )
         if self.opt.use_compile:
             mode = None if self.opt.compile_mode == "default" else self.opt.compile_mode
@@ -119,11 +121,18 @@ class SRModel(BaseModel):
         if self.batch_augment is None or self.knobs.aug_prob <= 0:
             return batch
         lq, gt, name = self.batch_augment(batch["lq"], batch["gt"], self.knobs.aug_prob)
-        if self.moa_debug_dir is not None and name not in self._moa_debug_saved:
-            # moa_debug: the first augmented pair of each augmentation, for a visual check.
-            self._moa_debug_saved.add(name)
-            write_image(lq[0], self.moa_debug_dir / f"{name}_lq.png")
-            write_image(gt[0], self.moa_debug_dir / f"{name}_gt.png")
+        limit = self.opt.train.moa_debug_limit if self.opt.train is not None else 0
+        if self.moa_debug_dir is not None and (limit == 0 or self._moa_debug_batches < limit):
+            # As traiNNer-redux names them: each batch before and after its augmentation.
+            self._moa_debug_batches += 1
+            prefix = self.moa_debug_dir / f"{self._moa_debug_batches:06d}"
+            for label, images in (
+                ("preauglq", batch["lq"]),
+                ("preauggt", batch["gt"]),
+                (f"postaug_{name}_lqfinal", lq),
+                (f"postaug_{name}_gtfinal", gt),
+            ):
+                write_image(make_grid(images.float(), padding=0), f"{prefix}_{label}.png")
         return {**batch, "lq": lq, "gt": gt}
 
     def compute_losses(
