@@ -116,7 +116,6 @@ class BaseModel:
 
     def replace_optimizer(self, type_name: str, kwargs: dict[str, Any]) -> None:
         """A fresh optimizer (and the schedule bound to its LR) over the same parameters."""
-        train = self.train_opt
         params = [p for p in self.net_g.parameters() if p.requires_grad]
         groups: list[dict[str, Any]] = [{"params": params}, *self._extra_param_groups]
         self.optimizer = build_optimizer(type_name, groups, kwargs)
