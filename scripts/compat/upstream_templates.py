@@ -8,14 +8,26 @@ Each template is decoded and validated as `train.py` (templates under `train/`) 
 so a template "reads" here when its keys, values, architecture, losses, schedule and
 metrics are all accepted. Prints the counts per group (fidelity, OTF, GAN, test) and,
 with --failures, every failing template with the one-line error a user would see.
+
+With --train, every training template that reads is then run through `train.py` for
+--iterations iterations, unchanged except for what a CPU check needs: its data folders
+point at small generated image pairs, the LR crop is at most 32 px, batches hold 2
+patches, loader workers are off and the output goes to a temporary folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import subprocess
 import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -46,10 +58,84 @@ def first_error(path: Path) -> str | None:
     return None
 
 
+REPO = Path(__file__).resolve().parents[2]
+LQ_CROP = 32
+
+
+def make_pairs(root: Path, scale: int) -> Path:
+    """Four smooth HR images of 48*scale px and their bicubic LR at `scale`."""
+    from traiNNer.data.image_io import write_image
+    from traiNNer.data.resize import bicubic_downscale
+
+    folder = root / f"x{scale}"
+    if folder.exists():
+        return folder
+    generator = torch.Generator().manual_seed(scale)
+    size = 48 * scale
+    for i in range(4):
+        low = torch.rand(1, 3, 6, 6, generator=generator)
+        hr = torch.nn.functional.interpolate(low, size=(size, size), mode="bicubic")[0]
+        hr = hr.clamp(0, 1)
+        (folder / "hr").mkdir(parents=True, exist_ok=True)
+        (folder / "lr").mkdir(parents=True, exist_ok=True)
+        write_image(hr, folder / "hr" / f"img{i}.png")
+        write_image(bicubic_downscale(hr, scale), folder / "lr" / f"img{i}.png")
+    return folder
+
+
+def cpu_check_options(data: dict[str, Any], pairs: Path, out: Path, iterations: int) -> None:
+    """The template as it is, but small enough to train on a CPU in seconds."""
+    data["name"] = "check"
+    data["num_gpu"] = 0
+    data["use_amp"] = data["use_compile"] = False
+    for name, dataset in data.get("datasets", {}).items():
+        dataset["dataroot_gt"] = str(pairs / "hr")
+        dataset["dataroot_lq"] = str(pairs / "lr")
+        if name.startswith("train"):
+            dataset.pop("gt_size", None)
+            crop = dataset.get("lq_size") or LQ_CROP
+            dataset["lq_size"] = min(crop, LQ_CROP)
+            dataset.update(batch_size_per_gpu=2, num_worker_per_gpu=0, accum_iter=1)
+    data["path"] = {"experiments_root": str(out / "experiments")}
+    train = data["train"]
+    train["total_iter"] = iterations
+    train["warmup_iter"] = -1
+    data.setdefault("logger", {}).update(
+        print_freq=1, save_checkpoint_freq=iterations, use_tb_logger=False, progress_bar=False
+    )
+    data.setdefault("val", {})["val_enabled"] = False
+
+
+def train_check(path: Path, work: Path, iterations: int) -> str | None:
+    """None when the template trains for `iterations` steps, else the last error line."""
+    data = read_yaml(path)
+    run = work / path.stem
+    run.mkdir(parents=True)
+    cpu_check_options(data, make_pairs(work / "data", int(data["scale"])), run, iterations)
+    option_file = run / "options.yml"
+    option_file.write_text(yaml.safe_dump(data), encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "-opt", str(option_file)],
+        capture_output=True,
+        text=True,
+        cwd=run,
+        timeout=900,
+    )
+    if result.returncode == 0:
+        return None
+    lines = [line for line in (result.stderr or result.stdout).splitlines() if line.strip()]
+    return lines[-1] if lines else f"exit code {result.returncode}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("templates", type=Path, help="traiNNer-redux's options/_templates")
     parser.add_argument("--failures", action="store_true", help="list every failing template")
+    parser.add_argument(
+        "--train", action="store_true", help="also train each readable training template"
+    )
+    parser.add_argument("--iterations", type=int, default=2, help="iterations per --train run")
+    parser.add_argument("--jobs", type=int, default=2, help="--train runs at a time")
     args = parser.parse_args(argv)
     files = sorted(p for d in ("train", "test") for p in (args.templates / d).rglob("*.yml"))
     if not files:
@@ -75,6 +161,25 @@ def main(argv: list[str] | None = None) -> int:
         for path, error in results.items():
             if error is not None:
                 print(f"{path.relative_to(args.templates)}: {error[:150]}")
+    if args.train:
+        readable = [p for p, error in results.items() if error is None and group(p) != "test"]
+        with tempfile.TemporaryDirectory() as work, ThreadPoolExecutor(args.jobs) as pool:
+            for scale in {int(read_yaml(p)["scale"]) for p in readable}:
+                make_pairs(Path(work) / "data", scale)  # once, before the parallel runs
+            trained = dict(
+                zip(
+                    readable,
+                    pool.map(lambda p: train_check(p, Path(work), args.iterations), readable),
+                    strict=True,
+                )
+            )
+        for name in ("fidelity", "gan", "OTF fidelity", "OTF gan"):
+            ran = [p for p in trained if group(p) == name]
+            ok = sum(trained[p] is None for p in ran)
+            print(f"{name:>12}: {ok:3d} of {totals[name]:3d} train {args.iterations} iterations")
+        for path, error in trained.items():
+            if error is not None:
+                print(f"{path.relative_to(args.templates)}: does not train: {error[:200]}")
     return 0
 
 
