@@ -51,7 +51,7 @@ from traiNNer.utils.dist import (
 )
 from traiNNer.utils.errors import UserError
 from traiNNer.utils.experiment import ExperimentPaths
-from traiNNer.utils.logger import ProgressBar, TensorBoard, setup_logging
+from traiNNer.utils.logger import ProgressBar, TensorBoard, record_in_log_file, setup_logging
 from traiNNer.utils.rng import seed_everything
 
 
@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         return train(args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
+        record_in_log_file(f"error: {err}")
         return err.exit_code
     finally:
         shutdown_distributed()
@@ -86,24 +87,15 @@ def train(args: argparse.Namespace) -> int:
     device = select_device(opt, dist)
     configure_torch(opt)
 
-    # 2. Output folders, logging, resume point.
+    # 2. Resume point, data and model, read and checked before anything is written
+    #    (console-only logging until the run's folder exists).
+    setup_logging(None, dist.is_main)
     paths = ExperimentPaths.for_options(opt)
     resume_path = find_resume_state(opt, paths, args.auto_resume)
-    if dist.is_main:
-        paths.create(Path(args.opt), resuming=resume_path is not None)
-    barrier(dist)
-    stamp = time.strftime("%Y%m%d_%H%M%S")
-    log = setup_logging(paths.root / f"train_{opt.name}_{stamp}.log", dist.is_main)
-    tb = TensorBoard(paths.tb_logger if dist.is_main and opt.logger.use_tb_logger else None)
     resume_state = load_training_state(resume_path) if resume_path else None
     seed = resume_state["seed"] if resume_state else choose_seed(opt, dist)
     seed_everything(seed + dist.rank)
-    log.info(f"{opt.name}: {opt.network_g['type']} x{opt.scale} on {device}, seed {seed}")
-    for note in drain_notes():
-        log.info(note)
-
-    # 3. Data; the knobs start from the option file.
-    knobs = Knobs.from_options(opt)
+    knobs = Knobs.from_options(opt)  # the knobs start from the option file
     train_set_opt = opt.datasets["train"]
     train_set = build_dataset(train_set_opt, opt.scale, "train", key="train")
     val_loaders = build_val_loaders(opt, dist, device)
@@ -116,10 +108,21 @@ def train(args: argparse.Namespace) -> int:
         world_size=dist.world_size,
         use_cuda=device.type == "cuda",
     )
-
-    # 4. Model, automations and the trainer holding them.
     model = SRModel(opt, device, knobs, dist)
     model.setup_training(seed)
+
+    # 3. Output folders and logging.
+    if dist.is_main:
+        paths.create(Path(args.opt), resuming=resume_path is not None)
+    barrier(dist)
+    stamp = time.strftime("%Y%m%d_%H%M%S")
+    log = setup_logging(paths.root / f"train_{opt.name}_{stamp}.log", dist.is_main)
+    tb = TensorBoard(paths.tb_logger if dist.is_main and opt.logger.use_tb_logger else None)
+    log.info(f"{opt.name}: {opt.network_g['type']} x{opt.scale} on {device}, seed {seed}")
+    for note in drain_notes():
+        log.info(note)
+
+    # 4. Automations and the trainer holding them and the model.
     if opt.train.moa_debug and dist.is_main:
         model.moa_debug_dir = paths.visualization / "moa_debug"
     decision_log = DecisionLog(paths.decision_log if dist.is_main else None, tb.writer)
@@ -136,6 +139,12 @@ def train(args: argparse.Namespace) -> int:
     if resume_state is not None:
         trainer.load_checkpoint(resume_state)
         log.info(f"Resumed from {resume_path} at iteration {trainer.iteration:,}")
+        if trainer.iteration >= opt.train.total_iter:
+            log.warning(
+                f"train.total_iter is {opt.train.total_iter:,} and the run was saved at "
+                f"iteration {trainer.iteration:,}: nothing left to train; raise "
+                "train.total_iter to continue"
+            )
     automations.on_train_start(train_info(opt, model, device, dist, trainer.iteration))
     if resume_state is None:  # start-up phases: the optimizer race, the batch-size search
         automations.run_startup(TrialRunner(model, batches, dist))

@@ -154,8 +154,8 @@ SUPPLEMENTARY_DESCRIPTIONS: dict[str, str] = {
     "MetricOptions.type": "Registered metric (see below).",
     "MetricOptions.crop_border": "Pixels removed from each border before measuring.",
     "MetricOptions.test_y_channel": "Measure on the luma (Y) channel instead of RGB.",
-    "MetricOptions.better": "Direction of improvement; null: the metric's own (psnr and ssim: "
-    "higher).",
+    "MetricOptions.better": "Direction of improvement; null: the metric's own (psnr, ssim and "
+    "topiq: higher; lpips and dists: lower).",
     "LoggerOptions.print_freq": "Iterations between status lines (console and TensorBoard "
     "losses, lr).",
     "LoggerOptions.save_checkpoint_freq": "Iterations between saved weights and training states.",

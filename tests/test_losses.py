@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, cast
 
@@ -28,8 +29,11 @@ SIMPLE_LOSSES: list[tuple[str, dict[str, Any]]] = [
     ("fftloss", {"mode": "amplitude"}),
     ("ffloss", {}),
     ("ffloss", {"patch_factor": 2, "log_matrix": True, "batch_matrix": True}),
-    ("ffloss", {"ave_spectrum": True, "alpha": 0.5}),
+    ("ffloss", {"ave_spectrum": False, "alpha": 0.5}),
 ]
+# The textbook MS-SSIM (all channels, luminance at the coarsest level), which
+# pytorch-msssim computes; mssimloss defaults to traiNNer-redux's luma-only variant.
+TEXTBOOK_MS_SSIM = {"test_y_channel": False, "include_luminance": True}
 ALL_LOSSES = [*SIMPLE_LOSSES, ("perceptualloss", {})]
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -153,14 +157,14 @@ def test_ms_ssim_levels_follow_the_documented_table(side: int, levels: int) -> N
 
 def test_ms_ssim_matches_pytorch_msssim_when_all_levels_fit() -> None:
     gt, sr = image_pair(size=168, batch=1)
-    ours = 1 - build_loss("mssimloss", {})(sr, gt)
+    ours = 1 - build_loss("mssimloss", TEXTBOOK_MS_SSIM)(sr, gt)
     assert ours.item() == pytest.approx(ms_ssim(sr, gt, data_range=1.0).item(), rel=1e-5)
 
 
 def test_ms_ssim_with_three_levels_matches_pytorch_msssim() -> None:
     gt, sr = image_pair(size=168, batch=1)
     weights = [0.2, 0.3, 0.5]
-    ours = 1 - build_loss("mssimloss", {"weights": weights})(sr, gt)
+    ours = 1 - build_loss("mssimloss", {**TEXTBOOK_MS_SSIM, "weights": weights})(sr, gt)
     assert ours.item() == pytest.approx(
         ms_ssim(sr, gt, data_range=1.0, weights=weights).item(), rel=1e-5
     )
@@ -177,7 +181,7 @@ def test_small_crop_drops_coarse_levels_and_rescales_the_rest() -> None:
 
 def test_one_level_ms_ssim_is_ssim() -> None:
     gt, sr = image_pair(size=16)
-    ms = build_loss("mssimloss", {"weights": [0.25, 0.25, 0.25, 0.25]})(sr, gt)
+    ms = build_loss("mssimloss", {**TEXTBOOK_MS_SSIM, "weights": [0.25] * 4})(sr, gt)
     assert ms.item() == pytest.approx(build_loss("ssimloss", {})(sr, gt).item(), rel=1e-5)
 
 
@@ -191,7 +195,8 @@ def test_crop_smaller_than_the_window_is_a_clear_error(name: str) -> None:
 def test_msssiml1_mixes_its_parts_by_alpha() -> None:
     gt, sr = image_pair(size=48)
     only_ssim = build_loss("msssiml1loss", {"alpha": 1.0})(sr, gt)
-    assert only_ssim.item() == pytest.approx(build_loss("mssimloss", {})(sr, gt).item(), rel=1e-6)
+    ms_ssim_loss = build_loss("mssimloss", TEXTBOOK_MS_SSIM)(sr, gt)
+    assert only_ssim.item() == pytest.approx(ms_ssim_loss.item(), rel=1e-6)
     only_l1 = build_loss("msssiml1loss", {"alpha": 0.0})(sr, gt)
     mixed = build_loss("msssiml1loss", {"alpha": 0.84})(sr, gt)
     assert mixed.item() == pytest.approx(0.84 * only_ssim.item() + 0.16 * only_l1.item(), rel=1e-5)
@@ -228,7 +233,11 @@ def test_perceptual_loss_is_torchvision_vgg19_feature_l1(
     gt, sr = image_pair(size=32, batch=1)
     layer_weights = {"conv1_2": 0.5, "relu2_1": 2.0, "conv3_4": 1.0}
     indices = {"conv1_2": 2, "relu2_1": 6, "conv3_4": 16}
-    features = vgg_features(torchvision_vgg19)
+    features = copy.deepcopy(vgg_features(torchvision_vgg19))
+    # As traiNNer-redux: the first convolution replicates the border.
+    first = features[0]
+    assert isinstance(first, nn.Conv2d)
+    first.padding_mode = "replicate"
     with torch.no_grad():
         expected = 0.0
         for name, weight in layer_weights.items():
@@ -239,7 +248,11 @@ def test_perceptual_loss_is_torchvision_vgg19_feature_l1(
     for file_format in ("pth", "safetensors"):
         loss = build_loss(
             "perceptualloss",
-            {"layer_weights": layer_weights, "vgg_weights_path": vgg_weights[file_format]},
+            {
+                "criterion": "l1",
+                "layer_weights": layer_weights,
+                "vgg_weights_path": vgg_weights[file_format],
+            },
         )
         assert loss(sr, gt).item() == pytest.approx(expected, rel=1e-4)
 

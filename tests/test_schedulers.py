@@ -33,7 +33,9 @@ def test_cosine_runs_from_one_to_the_floor_over_total_iter() -> None:
     assert schedule.factor(0) == pytest.approx(1.0)
     assert schedule.factor(50) == pytest.approx((1 + 0.01) / 2)
     assert schedule.factor(100) == pytest.approx(0.01)
-    assert schedule.factor(500) == pytest.approx(0.01)
+    # As torch's: past T_max the cosine goes on, back up to the LR at 2 * T_max.
+    assert schedule.factor(150) == pytest.approx((1 + 0.01) / 2)
+    assert schedule.factor(200) == pytest.approx(1.0)
 
 
 def test_warm_restarts_restart_and_lengthen() -> None:
@@ -89,8 +91,17 @@ def test_cosine_annealing_restart_follows_its_periods_and_weights() -> None:
     schedule.bind(total_iter=30, base_lr=1.0)
     assert schedule.factor(0) == pytest.approx(1.0)
     assert schedule.factor(5) == pytest.approx(0.1 + 0.9 * 0.5)
-    assert schedule.factor(10) == pytest.approx(0.5)  # restart at half the base LR
-    assert schedule.factor(20) == pytest.approx(0.1 + 0.4 * 0.5)
+    # traiNNer-redux (BasicSR): a period ends at eta_min, the restart comes one step later,
+    # and weights scale the span above eta_min.
+    assert schedule.factor(10) == pytest.approx(0.1)
+    assert schedule.factor(20) == pytest.approx(0.1 + 0.5 * 0.9 * 0.5)
     assert schedule.factor(30) == schedule.factor(1000) == pytest.approx(0.1)  # after the last
     with pytest.raises(ConfigError, match="restart_weights"):
         CosineAnnealingRestartLR(periods=[10], restart_weights=[1.0, 1.0])
+
+
+def test_no_scheduler_is_a_constant_factor_and_constantlr_is_torchs() -> None:
+    assert [build_schedule(None, {}, 100, 1e-3).factor(i) for i in (0, 99)] == [1.0, 1.0]
+    # torch's ConstantLR: a third of the LR for 5 iterations, then the LR.
+    torch_constant = build_schedule("ConstantLR", {}, 100, 1e-3)
+    assert [torch_constant.factor(i) for i in (0, 4, 5)] == pytest.approx([1 / 3, 1 / 3, 1.0])

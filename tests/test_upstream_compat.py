@@ -61,16 +61,23 @@ def test_values_outside_upstream_or_not_supported_name_the_key(
 def test_metrics_not_available_here_are_noted_when_off_and_an_error_when_on() -> None:
     drain_notes()
     data = upstream_style()
-    data["val"]["metrics"]["topiq"] = {"type": "calculate_topiq"}
+    data["val"]["metrics"]["topiq_nr"] = {"type": "calculate_topiq_nr"}
     data["val"]["metrics"]["lpips"] = {"type": "calculate_lpips", "better": "lower"}
+    data["val"]["metrics"]["dists"] = {"type": "calculate_dists", "better": "lower"}
+    data["val"]["metrics"]["topiq"] = {"type": "calculate_topiq"}
     data["val"]["metrics_enabled"] = False
     opt = load(data)
-    assert "topiq" not in opt.val.metrics and "psnr" in opt.val.metrics
+    assert "topiq_nr" not in opt.val.metrics and "psnr" in opt.val.metrics
+    # Upstream's learned metrics are available (tests/test_upstream_metrics.py); with
+    # metrics off they are kept as written and their weights are not looked for.
+    assert (
+        opt.val.metrics["topiq"].better == "higher" and opt.val.metrics["dists"].better == "lower"
+    )
     notes = drain_notes()
-    assert len(notes) == 2 and "calculate_topiq ignored" in notes[0]
+    assert len(notes) == 1 and "calculate_topiq_nr ignored" in notes[0]
     data["val"]["metrics_enabled"] = True
     with pytest.raises(
-        ConfigError, match=r"val\.metrics\.topiq\.type: calculate_topiq is not available"
+        ConfigError, match=r"val\.metrics\.topiq_nr\.type: calculate_topiq_nr is not available"
     ):
         load(data)
 

@@ -8,11 +8,10 @@ Anything that would change the run is a ConfigError instead.
 
 from __future__ import annotations
 
-# Upstream metrics not available here: (direction, why).
+# Upstream metrics not available here: (direction, why). calculate_topiq, calculate_lpips
+# and calculate_dists are registered (traiNNer.metrics.networks).
 UNAVAILABLE_METRICS: dict[str, tuple[str, str]] = {
-    "calculate_topiq": ("higher", "TOPIQ needs pyiqa weights, not supported yet"),
-    "calculate_lpips": ("lower", "LPIPS needs its network weights, not supported yet"),
-    "calculate_dists": ("lower", "DISTS needs its network weights, not supported yet"),
+    "calculate_topiq_nr": ("higher", "no-reference TOPIQ is not supported yet"),
 }
 
 # Every generator and discriminator name traiNNer-redux's templates use (network_g/d.type).

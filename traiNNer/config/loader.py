@@ -5,14 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from traiNNer.automations.config import automations_options_type, enabled_automations
 from traiNNer.automations.registry import get_automation
 from traiNNer.config import compat, upstream_keys
 from traiNNer.config.schema import Options
 from traiNNer.config.validation import check_kwargs, convert
+from traiNNer.config.yaml_io import read_yaml
 from traiNNer.data.moa import validate_moa
+from traiNNer.metrics.networks import check_metric_entry
+from traiNNer.optimizers import check_optimizer_values
+from traiNNer.schedulers import build_schedule
 from traiNNer.utils.errors import ConfigError
 from traiNNer.utils.registry import (
     ARCH_REGISTRY,
@@ -32,22 +34,6 @@ def _populate_registries() -> None:
     import traiNNer.metrics
     import traiNNer.optimizers
     import traiNNer.schedulers  # noqa: F401
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: option file not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(f"{path}:{where}: invalid YAML: {problem}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of options at the top level")
-    return data
 
 
 def split_type(entry: dict[str, Any], path: str) -> tuple[str, dict[str, Any]]:
@@ -93,19 +79,31 @@ def _check_train(opt: Options) -> None:
         loss_cls = LOSS_REGISTRY.get(type_name, f"{path}.type")
         checked = check_kwargs(loss_cls, kwargs, path, extra_fields=(("loss_weight", float, 1.0),))
         train.losses[i] = {"type": type_name, "loss_weight": 1.0, **checked}
+        # A loss that reads files (distsloss) checks them here, unless it is off.
+        check_options = getattr(loss_cls, "check_options", None)
+        if check_options is not None and train.losses[i]["loss_weight"] != 0:
+            check_options(train.losses[i], path)
+        # ldlloss compares with the EMA model's output.
+        needs_ema = getattr(loss_cls, "needs_ema_output", False)
+        if needs_ema and train.losses[i]["loss_weight"] != 0 and train.ema_decay <= 0:
+            raise ConfigError(
+                f"{path}.type: {type_name} compares with the EMA model's output; "
+                "set train.ema_decay > 0 (e.g. 0.999) or this loss's loss_weight to 0"
+            )
     if not any(e["loss_weight"] != 0 for e in train.losses):
         raise ConfigError("train.losses: every loss has loss_weight 0; enable at least one")
 
     type_name, kwargs = split_type(train.optim_g, "train.optim_g")
     optimizer = OPTIMIZER_REGISTRY.get(type_name, "train.optim_g.type")
-    train.optim_g = {
-        "type": type_name,
-        **check_kwargs(optimizer, kwargs, "train.optim_g", ("params",)),
-    }
+    checked = check_kwargs(optimizer, kwargs, "train.optim_g", ("params",))
+    check_optimizer_values(type_name, checked, "train.optim_g")
+    train.optim_g = {"type": type_name, **checked}
     if train.scheduler is not None:
         type_name, kwargs = split_type(train.scheduler, "train.scheduler")
         schedule = SCHEDULER_REGISTRY.get(type_name, "train.scheduler.type")
-        train.scheduler = {"type": type_name, **check_kwargs(schedule, kwargs, "train.scheduler")}
+        checked = check_kwargs(schedule, kwargs, "train.scheduler")
+        build_schedule(type_name, checked, train.total_iter, 1.0)  # values, as ConfigErrors
+        train.scheduler = {"type": type_name, **checked}
 
     validate_moa(train.moa_augs, train.moa_probs)
 
@@ -204,6 +202,8 @@ def _check_val(opt: Options) -> None:
             )
             continue
         fn = METRIC_REGISTRY.get(metric.type, f"val.metrics.{name}.type")
+        # Learned metrics: their weight files, only when the metric will run.
+        check_metric_entry(f"val.metrics.{name}", metric, fn, will_run=metrics_run)
         if metric.better is None:
             metric.better = getattr(fn, "better", "higher")
 

@@ -62,7 +62,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: option file not found")
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)  # a SafeLoader subclass
+        # _StrictLoader is a SafeLoader: no Python objects are built.
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
     except yaml.YAMLError as err:

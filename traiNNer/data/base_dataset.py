@@ -10,7 +10,7 @@ from torch.utils.data import Dataset
 
 from traiNNer.config.schema import DatasetOptions
 from traiNNer.data.transforms import random_flip_rotate, rgb_to_y
-from traiNNer.utils.errors import UserError
+from traiNNer.utils.errors import DataError
 
 Phase = Literal["train", "val"]
 
@@ -52,7 +52,7 @@ class ImageDataset(Dataset[Sample]):
     def required_lq_size(self) -> int:
         """The LR crop size, which training cannot do without."""
         if self.opt.lq_size is None:
-            raise UserError(
+            raise DataError(
                 f"{self.prefix}.lq_size: required for training "
                 "(LR crop size in pixels, e.g. 64; the HR crop is lq_size*scale)"
             )

@@ -11,7 +11,7 @@ from traiNNer.data.folders import root_list, scan_images
 from traiNNer.data.image_io import image_size, read_image
 from traiNNer.data.resize import bicubic_downscale
 from traiNNer.data.transforms import height_width, mod_crop, random_crop
-from traiNNer.utils.errors import UserError
+from traiNNer.utils.errors import DataError
 from traiNNer.utils.registry import DATASET_REGISTRY
 
 
@@ -39,7 +39,7 @@ class BicubicImageDataset(ImageDataset):
     def _check_size(self, path: Path, hw: tuple[int, int]) -> None:
         if min(hw) < self.gt_size:
             what = "the HR crop size lq_size*scale" if self.lq_size is not None else "the scale"
-            raise UserError(
+            raise DataError(
                 f"{self.prefix}: HR '{path}' is {hw[0]}x{hw[1]}, smaller than "
                 f"{what} ({self.gt_size})"
             )

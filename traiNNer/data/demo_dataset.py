@@ -31,7 +31,7 @@ from torch import Tensor
 from traiNNer.data.image_io import read_image, write_image
 from traiNNer.data.resize import bicubic_downscale, quantize_8bit
 from traiNNer.data.transforms import mod_crop
-from traiNNer.utils.errors import UserError
+from traiNNer.utils.errors import DataError
 
 MANIFEST = "demo.json"
 MANIFEST_VERSION = 1
@@ -63,7 +63,7 @@ def _photo_loaders() -> dict[str, Callable[[], Any]]:
     try:
         from skimage import data
     except ImportError:
-        raise UserError(
+        raise DataError(
             "the demo dataset needs scikit-image: pip install 'traiNNer-auto[demo]'"
         ) from None
     return {
@@ -174,11 +174,11 @@ def ensure_demo_dataset(root: Path, scale: int = 2) -> DemoPaths:
     only a missing `val/lr_x{scale}` folder is added.
     """
     if not 1 <= scale <= MAX_SCALE:
-        raise UserError(f"demo dataset scale must be between 1 and {MAX_SCALE}, got {scale}")
+        raise DataError(f"demo dataset scale must be between 1 and {MAX_SCALE}, got {scale}")
     root = Path(root)
     if not _is_complete(root):
         if root.exists() and any(root.iterdir()):
-            raise UserError(
+            raise DataError(
                 f"'{root}' exists but is not a complete demo dataset "
                 f"(no valid {MANIFEST}); delete it or choose another folder"
             )
@@ -196,7 +196,7 @@ def ensure_demo_dataset(root: Path, scale: int = 2) -> DemoPaths:
 
     if not lr_done():
         if val_lr.exists():
-            raise UserError(
+            raise DataError(
                 f"'{val_lr}' is missing some of {', '.join(names)}; delete that folder "
                 "so it is rebuilt"
             )

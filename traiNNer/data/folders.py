@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 
 from traiNNer.data.image_io import IMAGE_EXTENSIONS, is_image_file
-from traiNNer.utils.errors import UserError
+from traiNNer.utils.errors import DataError
 
 
 def root_list(value: str | list[str] | None, key: str, dataset_type: str) -> list[Path]:
     """The folder(s) of a `dataroot_*` option as paths; `key` is its YAML path."""
     if value is None or value == []:
-        raise UserError(f"{key}: required by dataset type '{dataset_type}'")
+        raise DataError(f"{key}: required by dataset type '{dataset_type}'")
     roots = [value] if isinstance(value, str) else value
     return [Path(root).expanduser() for root in roots]
 
@@ -20,7 +20,7 @@ def scan_images(root: Path, key: str) -> list[Path]:
     """All image files under `root` (recursively, sorted, hidden files skipped)."""
     if not root.is_dir():
         what = "is not a folder" if root.exists() else "does not exist"
-        raise UserError(f"{key}: folder '{root}' {what}")
+        raise DataError(f"{key}: folder '{root}' {what}")
     files = sorted(
         path
         for path in root.rglob("*")
@@ -30,7 +30,7 @@ def scan_images(root: Path, key: str) -> list[Path]:
     )
     if not files:
         accepted = ", ".join(sorted(IMAGE_EXTENSIONS))
-        raise UserError(f"{key}: folder '{root}' contains no images ({accepted})")
+        raise DataError(f"{key}: folder '{root}' contains no images ({accepted})")
     return files
 
 
@@ -45,7 +45,7 @@ def _index_by_stem(files: list[Path], root: Path, key: str) -> dict[PurePosixPat
     for path in files:
         stem = _stem_key(path, root)
         if stem in index:
-            raise UserError(
+            raise DataError(
                 f"{key}: '{index[stem]}' and '{path}' have the same name; "
                 "keep one extension per image name"
             )
@@ -60,7 +60,7 @@ def check_filename_tmpl(tmpl: str, key: str) -> None:
     except (IndexError, KeyError, ValueError):
         first = second = ""
     if first == second:
-        raise UserError(
+        raise DataError(
             f"{key}: '{tmpl}' must contain exactly one '{{}}' placeholder for the HR name, "
             "e.g. '{}' or '{}x4'"
         )
@@ -81,7 +81,7 @@ def pair_folders(
         lq_stem = gt_stem.parent / filename_tmpl.format(gt_stem.name)
         lq_path = lq_index.get(lq_stem)
         if lq_path is None:
-            raise UserError(
+            raise DataError(
                 f"{lq_key}: no LR image named '{lq_stem}.*' in folder '{lq_root}' "
                 f"for HR image '{gt_path}' (filename_tmpl '{filename_tmpl}')"
             )
@@ -89,7 +89,7 @@ def pair_folders(
         pairs.append((lq_path, gt_path))
     unmatched = [path for stem, path in lq_index.items() if stem not in used]
     if unmatched:
-        raise UserError(
+        raise DataError(
             f"{gt_key}: no HR image in folder '{gt_root}' for LR image '{unmatched[0]}' "
             f"({len(unmatched)} LR file(s) unmatched; filename_tmpl '{filename_tmpl}')"
         )

@@ -20,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torchvision.io import ImageReadMode, decode_image, encode_png
 
-from traiNNer.utils.errors import UserError
+from traiNNer.utils.errors import DataError
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
 
@@ -38,7 +38,7 @@ def read_image(path: str | Path) -> Tensor:
     try:
         data = path.read_bytes()
     except OSError as err:
-        raise UserError(f"cannot read image '{path}': {err.strerror or err}") from None
+        raise DataError(f"cannot read image '{path}': {err.strerror or err}") from None
     try:
         decoded = decode_image(
             torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.UNCHANGED
@@ -59,7 +59,7 @@ def _decode_with_pillow(path: Path) -> Tensor:
                 image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
             array = np.asarray(image)
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
-        raise UserError(f"cannot decode image '{path}': {err}") from None
+        raise DataError(f"cannot decode image '{path}': {err}") from None
     tensor = torch.from_numpy(array.copy())
     return tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1)
 
@@ -71,13 +71,13 @@ def _to_rgb_float(decoded: Tensor, path: Path) -> Tensor:
     if decoded.shape[0] == 1:
         decoded = decoded.expand(3, -1, -1)
     if decoded.shape[0] != 3:
-        raise UserError(f"cannot decode image '{path}': unsupported {channels}-channel layout")
+        raise DataError(f"cannot decode image '{path}': unsupported {channels}-channel layout")
     if decoded.dtype == torch.uint8:
         scale = 255.0
     elif decoded.dtype == torch.uint16:
         scale = 65535.0
     else:
-        raise UserError(f"cannot decode image '{path}': unsupported sample type {decoded.dtype}")
+        raise DataError(f"cannot decode image '{path}': unsupported sample type {decoded.dtype}")
     return decoded.to(torch.float32).div_(scale).contiguous()
 
 
@@ -88,9 +88,9 @@ def image_size(path: str | Path) -> tuple[int, int]:
         with Image.open(path) as image:
             width, height = image.size
     except FileNotFoundError:
-        raise UserError(f"cannot read image '{path}': file not found") from None
+        raise DataError(f"cannot read image '{path}': file not found") from None
     except (OSError, UnidentifiedImageError) as err:
-        raise UserError(f"cannot decode image '{path}': {err}") from None
+        raise DataError(f"cannot decode image '{path}': {err}") from None
     return height, width
 
 

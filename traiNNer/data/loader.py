@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from traiNNer.config.schema import DatasetOptions
 from traiNNer.data.base_dataset import Phase
-from traiNNer.utils.errors import UserError
+from traiNNer.utils.errors import DataError
 
 # `dataset_enlarge_ratio: auto` repeats the dataset until one epoch holds at
 # least this many batches per GPU: epoch boundaries (sampler reshuffle, worker
@@ -130,7 +130,7 @@ def build_dataloader(
     sampler_seed = seed if seed is not None else random.randrange(2**31)
     sampler = EnlargedSampler(size, ratio, seed=sampler_seed, rank=rank, world_size=world_size)
     if len(sampler) < batch:
-        raise UserError(
+        raise DataError(
             f"datasets.{key or phase}: {size} image(s) x dataset_enlarge_ratio {ratio} "
             f"over {world_size} GPU(s) is fewer than one batch of {batch}; raise "
             "dataset_enlarge_ratio (or use 'auto') or lower batch_size_per_gpu"

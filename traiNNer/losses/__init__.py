@@ -4,6 +4,13 @@ Each loss is an `nn.Module` whose constructor takes keyword hyperparameters and
 whose `forward(sr, gt)` returns an unweighted 0-dim float32 tensor for NCHW
 images in [0, 1]. `loss_weight` (including 0 = off and negative = "against the
 bicubic upscale of the LR") is applied by the model, not here.
+
+Two optional class attributes extend that contract:
+- `check_options(entry, path)` (classmethod): checks of an enabled loss that
+  need no construction (its weights file exists), run by the option loader;
+  losses at loss_weight 0 are never built and get only the signature check;
+- `needs_ema_output = True`: forward takes the EMA model's output as a third
+  argument (ldlloss); the loader then requires train.ema_decay > 0.
 """
 
 from __future__ import annotations
@@ -13,7 +20,16 @@ from typing import Any
 from torch import nn
 
 from traiNNer.config.validation import check_kwargs
-from traiNNer.losses import frequency_losses, perceptual_loss, pixel_losses, ssim_losses
+from traiNNer.losses import (
+    color_losses,
+    dists_loss,
+    flip_loss,
+    frequency_losses,
+    ldl_loss,
+    perceptual_loss,
+    pixel_losses,
+    ssim_losses,
+)
 from traiNNer.utils.registry import LOSS_REGISTRY
 
 # Option-file keys the model consumes; never passed to a loss constructor.
@@ -22,7 +38,11 @@ MODEL_KEYS = frozenset({"type", "loss_weight"})
 __all__ = [
     "LOSS_REGISTRY",
     "build_loss",
+    "color_losses",
+    "dists_loss",
+    "flip_loss",
     "frequency_losses",
+    "ldl_loss",
     "perceptual_loss",
     "pixel_losses",
     "ssim_losses",

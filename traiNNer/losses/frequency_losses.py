@@ -43,21 +43,25 @@ class FFTLoss(nn.Module):
 
 @LOSS_REGISTRY.register()
 class FFLoss(nn.Module):
-    """Focal frequency loss (Jiang et al., ICCV 2021).
+    """Focal frequency loss (Jiang et al., ICCV 2021), scaled by 50 as in traiNNer-redux.
 
     The squared spectrum distance |F_sr - F_gt|^2 is weighted by |F_sr - F_gt|^alpha,
     normalised to [0, 1] by its maximum per image and channel (over the whole batch
     with batch_matrix) and not back-propagated, so hard frequencies get the most
     attention. patch_factor splits each image into patch_factor^2 patches first;
-    ave_spectrum compares batch-averaged spectra; log_matrix uses log(1 + weight).
+    ave_spectrum (on by default, as traiNNer-redux) compares batch-averaged spectra;
+    log_matrix uses log(1 + weight). The factor 50 lets traiNNer-redux's loss
+    weights (its templates suggest 0.2) carry over.
     """
+
+    SCALE = 50.0
 
     def __init__(
         self,
         *,
         alpha: float = 1.0,
         patch_factor: int = 1,
-        ave_spectrum: bool = False,
+        ave_spectrum: bool = True,
         log_matrix: bool = False,
         batch_matrix: bool = False,
     ) -> None:
@@ -101,4 +105,4 @@ class FFLoss(nn.Module):
             peak = weight.amax() if self.batch_matrix else weight.amax(dim=(-2, -1), keepdim=True)
             # Identical spectra have a zero peak; their weight is then 0, not NaN.
             weight = weight / peak.clamp_min(torch.finfo(weight.dtype).tiny)
-        return (weight * distance).mean()
+        return self.SCALE * (weight * distance).mean()

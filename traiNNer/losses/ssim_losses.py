@@ -16,6 +16,7 @@ px 4, 41-80 px 3, 21-40 px 2, 11-20 px 1 (plain SSIM). Images smaller than
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +31,11 @@ from traiNNer.utils.registry import LOSS_REGISTRY
 # Level weights of Wang, Simoncelli & Bovik (2003), finest level first.
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 SSIM_K = (0.01, 0.03)
+ColorSpace = Literal["yiq", "ycbcr", "lhm"]
+YIQ_Y_WEIGHTS = (0.299, 0.587, 0.114)
+LHM_L_WEIGHTS = (0.2989, 0.587, 0.114)
+# BT.601 Y' on the 0-255 scale: 16 + RGB . YCBCR_Y_WEIGHTS.
+YCBCR_Y_WEIGHTS = (65.481, 128.553, 24.966)
 # Inputs are images in [0, 1].
 DATA_RANGE = 1.0
 # Keeps the fractional powers of MS-SSIM differentiable when a level's
@@ -74,10 +80,32 @@ def ms_ssim_levels(min_side: int, win_size: int, max_levels: int) -> int:
     return levels
 
 
-def multiscale_ssim(sr: Tensor, gt: Tensor, window: Tensor, level_weights: Tensor) -> Tensor:
+def matlab_downsample(sr: Tensor, gt: Tensor) -> tuple[Tensor, Tensor]:
+    """Average-pool by round(min side / 256) when that is > 1 (the official MATLAB SSIM's step)."""
+    factor = max(1, round(min(sr.shape[-2:]) / 256))
+    if factor == 1:
+        return sr, gt
+    return F.avg_pool2d(sr, kernel_size=factor), F.avg_pool2d(gt, kernel_size=factor)
+
+
+def multiscale_ssim(
+    sr: Tensor,
+    gt: Tensor,
+    window: Tensor,
+    level_weights: Tensor,
+    *,
+    include_luminance: bool = True,
+    is_prod: bool = True,
+    downsample: bool = False,
+) -> Tensor:
     """Mean MS-SSIM of NCHW images in [0, 1], using as many levels as the size allows.
 
-    `window` is (1, 1, 1, win_size); `level_weights` holds one weight per level, finest first.
+    `window` is (1, 1, 1, win_size); `level_weights` holds one weight per level,
+    finest first. The coarsest level contributes SSIM (luminance x contrast-structure),
+    or only contrast-structure without include_luminance. is_prod combines the
+    levels as the product of term^weight (Wang et al.), else as the weighted sum with
+    the weights normalised to 1. downsample applies MATLAB's pre-pooling at each
+    level's SSIM (the pyramid itself goes on from the unpooled images).
     """
     win_size = window.shape[-1]
     levels = ms_ssim_levels(min(sr.shape[-2:]), win_size, level_weights.numel())
@@ -88,20 +116,38 @@ def multiscale_ssim(sr: Tensor, gt: Tensor, window: Tensor, level_weights: Tenso
 
     terms: list[Tensor] = []
     for level in range(levels):
+        level_sr, level_gt = matlab_downsample(sr, gt) if downsample else (sr, gt)
         ssim_per_channel, cs_per_channel = _ssim(
-            sr, gt, data_range=DATA_RANGE, win=channel_window, size_average=False, K=SSIM_K
+            level_sr,
+            level_gt,
+            data_range=DATA_RANGE,
+            win=channel_window,
+            size_average=False,
+            K=SSIM_K,
         )
         if level == levels - 1:
-            terms.append(ssim_per_channel)
+            terms.append(ssim_per_channel if include_luminance else cs_per_channel)
         else:
             terms.append(cs_per_channel)
             # Odd sides are padded so the last row/column is not dropped (as pytorch-msssim does).
             padding = (sr.shape[-2] % 2, sr.shape[-1] % 2)
             sr = F.avg_pool2d(sr, kernel_size=2, padding=padding)
             gt = F.avg_pool2d(gt, kernel_size=2, padding=padding)
-    stacked = torch.stack(terms).clamp_min(MIN_LEVEL_TERM)  # (levels, N, C)
-    per_channel = torch.prod(stacked ** weights.view(-1, 1, 1), dim=0)
+    stacked = torch.stack(terms)  # (levels, N, C)
+    if not is_prod:
+        normalised = (weights / weights.sum()).view(-1, 1, 1)
+        return (stacked.clamp_min(0) * normalised).sum(dim=0).mean()
+    per_channel = torch.prod(stacked.clamp_min(MIN_LEVEL_TERM) ** weights.view(-1, 1, 1), dim=0)
     return per_channel.mean()
+
+
+def y_channel(image: Tensor, color_space: ColorSpace) -> Tensor:
+    """The luma (N, 1, H, W) of RGB images in [0, 1], as `color_space` defines it."""
+    if color_space == "ycbcr":
+        weights = image.new_tensor(YCBCR_Y_WEIGHTS).view(1, 3, 1, 1)
+        return ((image * weights).sum(dim=1, keepdim=True) + 16) / 255
+    weights = image.new_tensor(LHM_L_WEIGHTS if color_space == "lhm" else YIQ_Y_WEIGHTS)
+    return (image * weights.view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
 
 
 def gaussian_weighted_l1(sr: Tensor, gt: Tensor, window: Tensor) -> Tensor:
@@ -142,16 +188,40 @@ class SSIMLoss(nn.Module):
 
 @LOSS_REGISTRY.register()
 class MSSIMLoss(nn.Module):
-    """1 - MS-SSIM; small crops use fewer levels (see the module docstring)."""
+    """1 - MS-SSIM, with traiNNer-redux's defaults: on luma, contrast-structure only.
+
+    Images are clamped to [0, 1]. test_y_channel compares the luma of RGB images
+    (color_space yiq: 0.299/0.587/0.114; ycbcr: BT.601 Y'/255; lhm) instead of
+    every channel; include_luminance adds the luminance term at the coarsest level
+    (the textbook MS-SSIM); is_prod and downsample: see `multiscale_ssim`.
+    `channels` is accepted for traiNNer-redux option files and not used (the
+    images say how many there are). Small crops use fewer levels (see the module
+    docstring). The loss is 1 - clamp(MS-SSIM, 0, 1).
+    """
 
     def __init__(
-        self, *, win_size: int = 11, win_sigma: float = 1.5, weights: list[float] | None = None
+        self,
+        *,
+        win_size: int = 11,
+        win_sigma: float = 1.5,
+        weights: list[float] | None = None,
+        channels: int = 3,
+        downsample: bool = False,
+        test_y_channel: bool = True,
+        is_prod: bool = True,
+        color_space: ColorSpace = "yiq",
+        include_luminance: bool = False,
     ) -> None:
         super().__init__()
         level_weights = list(MS_SSIM_WEIGHTS) if weights is None else weights
         check_window("mssimloss", win_size, win_sigma)
         check_level_weights("mssimloss", level_weights)
         self.win_size = win_size
+        self.downsample = downsample
+        self.test_y_channel = test_y_channel
+        self.is_prod = is_prod
+        self.color_space: ColorSpace = color_space
+        self.include_luminance = include_luminance
         self.window: Tensor
         self.level_weights: Tensor
         self.register_buffer("window", gaussian_window(win_size, win_sigma), persistent=False)
@@ -160,7 +230,19 @@ class MSSIMLoss(nn.Module):
     @fp32_forward
     def forward(self, sr: Tensor, gt: Tensor) -> Tensor:
         check_image_size("mssimloss", sr, self.win_size)
-        return 1 - multiscale_ssim(sr, gt, self.window, self.level_weights)
+        sr, gt = sr.clamp(0, 1), gt.clamp(0, 1)
+        if self.test_y_channel and sr.shape[1] == 3:
+            sr, gt = y_channel(sr, self.color_space), y_channel(gt, self.color_space)
+        similarity = multiscale_ssim(
+            sr,
+            gt,
+            self.window,
+            self.level_weights,
+            include_luminance=self.include_luminance,
+            is_prod=self.is_prod,
+            downsample=self.downsample,
+        )
+        return 1 - similarity.clamp(0, 1)
 
 
 # traiNNer-redux spells it both ways.

@@ -7,17 +7,35 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from traiNNer.utils.errors import UserError
+from traiNNer.utils.errors import ConfigError, UserError
 
 # Configuration "E" of Simonyan & Zisserman (2015): (channels, convolutions) per block,
 # each block ending in a 2x2 max-pool.
 VGG19_BLOCKS = ((64, 2), (128, 2), (256, 4), (512, 4), (512, 4))
+# torchvision's ImageNet VGG19 (IMAGENET1K_V1) weights file.
+VGG19_WEIGHTS_FILE = "vgg19-dcbb9e9d.pth"
+WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors")
 WEIGHTS_HINT = (
-    "download torchvision's ImageNet VGG19 weights (vgg19-dcbb9e9d.pth from "
-    "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth, or save "
+    f"download torchvision's ImageNet VGG19 weights ({VGG19_WEIGHTS_FILE} from "
+    f"https://download.pytorch.org/models/{VGG19_WEIGHTS_FILE}, or save "
     "torchvision.models.vgg19(weights='IMAGENET1K_V1').state_dict()) and set "
     "vgg_weights_path to that .pth or .safetensors file"
 )
+
+
+def check_weights_file(weights_path: str | None, key: str) -> None:
+    """At option validation: `key` (e.g. train.losses[2].vgg_weights_path) names a weights file.
+
+    Checks that the file is there and has a readable extension; its contents are
+    read when the loss is built.
+    """
+    if weights_path is None:
+        raise ConfigError(f"{key}: required key is missing; {WEIGHTS_HINT}")
+    path = Path(weights_path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{key}: '{weights_path}' does not exist; {WEIGHTS_HINT}")
+    if path.suffix.lower() not in WEIGHT_SUFFIXES:
+        raise ConfigError(f"{key}: '{weights_path}' must end in .pth, .pt or .safetensors")
 
 
 def vgg19_layer_names() -> list[str]:
@@ -28,6 +46,12 @@ def vgg19_layer_names() -> list[str]:
             names += [f"conv{block}_{index}", f"relu{block}_{index}"]
         names.append(f"pool{block}")
     return names
+
+
+def vgg19_layer_channels(name: str) -> int:
+    """Channels of the feature map a VGG19 layer outputs (convB_I, reluB_I, poolB)."""
+    block = int(name.removeprefix("conv").removeprefix("relu").removeprefix("pool")[0])
+    return VGG19_BLOCKS[block - 1][0]
 
 
 def build_vgg19_features(num_layers: int) -> nn.Sequential:

@@ -21,7 +21,7 @@ from traiNNer.config.schema import Options, TrainOptions
 from traiNNer.models.ema import EMA
 from traiNNer.models.precision import autocast, make_scaler
 from traiNNer.optimizers import build_optimizer, is_schedule_free
-from traiNNer.schedulers import Schedule, build_schedule, warmup_factor
+from traiNNer.schedulers import Schedule, build_schedule, set_momentum, warmup_factor
 from traiNNer.training.knobs import Knobs, Precision
 from traiNNer.utils.dist import DistInfo
 from traiNNer.utils.errors import UserError
@@ -174,6 +174,9 @@ class BaseModel:
         factor = self.schedule.factor(iteration) * warm * self.knobs.lr_multiplier
         for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
             group["lr"] = base_lr * factor
+        momentum = self.schedule.momentum(iteration)  # CyclicLR / OneCycleLR cycle beta1
+        if momentum is not None:
+            set_momentum(self.optimizer, momentum)
 
     def current_lr(self) -> float:
         assert self.optimizer is not None

@@ -51,6 +51,8 @@ class LossTerm:
         # traiNNer-redux meaning of a negative weight: compare with the bicubic upscale
         # of the LR (keeps outputs close to the input), with the weight's magnitude.
         self.targets_lq = weight < 0
+        # ldlloss also compares with the EMA model's output (a third argument).
+        self.needs_ema_output = bool(getattr(module, "needs_ema_output", False))
 
 
 class SRModel(BaseModel):
@@ -142,6 +144,10 @@ class SRModel(BaseModel):
         if self.opt.use_channels_last:
             lq = lq.contiguous(memory_format=torch.channels_last)
         sr = self.net_g(lq)
+        sr_ema = None
+        if self.ema is not None and any(t.needs_ema_output for t in self.loss_terms):
+            with torch.no_grad():
+                sr_ema = self.ema.net(lq).float()
         # Losses run outside autocast in fp32: SSIM/FFT terms are not fp16-safe.
         with torch.autocast(self.device.type, enabled=False):
             sr = sr.float()
@@ -151,7 +157,11 @@ class SRModel(BaseModel):
                 else None
             )
             losses = {
-                term.name: term.module(sr, lq_up if term.targets_lq else gt)
+                term.name: term.module(
+                    sr,
+                    lq_up if term.targets_lq else gt,
+                    *([sr_ema] if term.needs_ema_output else []),
+                )
                 for term in self.loss_terms
             }
             if self.learned_weights is not None:
@@ -244,6 +254,7 @@ class SRModel(BaseModel):
                             gt[0],
                             crop_border=metric.crop_border,
                             test_y_channel=metric.test_y_channel,
+                            **metric.network_weights(),
                         )
                 if visualization_dir is not None and val.save_img:
                     suffix = image_suffix if image_suffix is not None else val.suffix

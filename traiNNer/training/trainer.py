@@ -98,6 +98,12 @@ class Trainer:
         restore_rng_state(state["rng"])
         self.iteration = int(state["iteration"])
         self.next_val_iter = int(state["next_val_iter"])
+        pending = self.next_val_iter <= self.iteration  # saved before its validation ran
+        freq = self.knobs.val_interval
+        if self.automations.get("validation_frequency") is None and freq > 0 and not pending:
+            # The option file's val_freq, changed or not, takes effect from here: the next
+            # validation is at its next multiple (the saved one when it did not change).
+            self.next_val_iter = (self.iteration // freq + 1) * freq
         self.timer = IterationTimer(self.iteration)
         if self.trace is not None:
             self.trace.truncate_after(self.iteration)

@@ -22,6 +22,27 @@ class ConfigError(UserError):
     exit_code = 2
 
 
+class DataError(UserError):
+    """The images the options name are missing or unusable (a folder, a file, a size).
+
+    Exit code 2 like a config mistake: the data is checked before anything is written.
+    """
+
+    exit_code = 2
+
+
+class CheckpointError(UserError):
+    """A weights file or training state the options name (path.pretrain_network_g,
+    path.resume_state, or the state --auto_resume found) cannot be used: missing, not a
+    checkpoint, truncated, refused as unsafe, or built for another network.
+
+    Exit code 2 like a config mistake: checkpoints are read and checked against the
+    network before the run's folder is created, so nothing has been written.
+    """
+
+    exit_code = 2
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """Return '; did you mean X?' for the closest choice, or '' when none is close."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)

@@ -117,3 +117,13 @@ class ProgressBar:
 
     def __exit__(self, *args: object) -> None:
         self.close()
+
+
+def record_in_log_file(message: str) -> None:
+    """Write an error the user saw on stderr into the run's log file too, when one exists
+    (the console already printed it)."""
+    logger = logging.getLogger(LOGGER_NAME)
+    record = logger.makeRecord(LOGGER_NAME, logging.ERROR, __file__, 0, message, (), None)
+    for handler in logger.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)

@@ -21,6 +21,8 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, T] = {}
+        # Names known from traiNNer-redux but not provided, with the reason why.
+        self._refused: dict[str, str] = {}
 
     def register(self, name: str | None = None) -> Callable[[F], F]:
         """Decorator; the decorated class or function keeps its own type."""
@@ -38,6 +40,10 @@ class Registry(Generic[T]):
             raise KeyError(f"{self.kind} '{key}' is registered twice")
         self._entries[key] = obj
 
+    def refuse(self, name: str, reason: str) -> None:
+        """Make looking up `name` (not registered) fail with `reason` instead of 'unknown'."""
+        self._refused[name.lower()] = reason
+
     def find(self, name: str) -> T | None:
         """The entry for `name`, or None (no error)."""
         return self._entries.get(name.lower())
@@ -45,6 +51,8 @@ class Registry(Generic[T]):
     def get(self, name: str, path: str = "type") -> T:
         """Return the entry for `name`; `path` names the YAML key in the error."""
         key = name.lower()
+        if key not in self._entries and key in self._refused:
+            raise ConfigError(f"{path}: '{name}' {self._refused[key]}")
         if key not in self._entries:
             hint = did_you_mean(key, self._entries)
             raise ConfigError(
