@@ -39,6 +39,7 @@ from spandrel.architectures.SPAN import SPAN
 from spandrel.architectures.Swin2SR import Swin2SR
 from spandrel.architectures.SwinIR import SwinIR
 
+from traiNNer.archs.checkpointing import checkpoint_each
 from traiNNer.archs.spandrel_archs import COMMON_SCALES, _check_positive, _without
 from traiNNer.archs.variants import Family, Variant, register_variants
 from traiNNer.utils.errors import ConfigError
@@ -121,7 +122,7 @@ class HATParams(SwinParams):
     drop_path_rate: float = 0.1
     ape: bool = False
     patch_norm: bool = True
-    # traiNNer-redux's key: spandrel's HAT accepts it but has no activation checkpointing.
+    # traiNNer-redux's key; spandrel's HAT ignores it, traiNNer/archs/checkpointing.py does it.
     use_checkpoint: bool = False
     img_range: float = 1.0
     upsampler: Literal["pixelshuffle"] = "pixelshuffle"
@@ -458,10 +459,11 @@ def build_hat(name: str, scale: int, p: HATParams) -> HAT:
                 f"network_g.{key}: must not exceed embed_dim ({p.embed_dim}) for {name}, "
                 f"got {getattr(p, key)}"
             )
-    # spandrel's HAT takes the key but never checkpoints.
-    _only(name, "use_checkpoint", p.use_checkpoint, False, "spandrel's HAT has no checkpointing")
     sequences = _lists("depths", "num_heads", p=p)
-    return HAT(upscale=scale, **sequences, **_without(p, *sequences))
+    model = HAT(upscale=scale, **sequences, **_without(p, *sequences, "use_checkpoint"))
+    if p.use_checkpoint:  # spandrel's HAT takes the key but never checkpoints
+        checkpoint_each(model.layers)
+    return model
 
 
 def build_swinir(name: str, scale: int, p: SwinIRParams) -> SwinIR:
@@ -493,9 +495,11 @@ def build_drct(name: str, scale: int, p: DRCTParams) -> DRCT:
         mlp_ratio=p.mlp_ratio,
     )
     _check_groups(name, p.depths, {"num_heads": p.num_heads}, p.embed_dim)
-    _only(name, "use_checkpoint", p.use_checkpoint, False, "spandrel's DRCT has no checkpointing")
     sequences = _lists("depths", "num_heads", p=p)
-    return DRCT(upscale=scale, **sequences, **_without(p, *sequences, "use_checkpoint"))
+    model = DRCT(upscale=scale, **sequences, **_without(p, *sequences, "use_checkpoint"))
+    if p.use_checkpoint:  # spandrel's DRCT has no checkpointing of its own
+        checkpoint_each(model.layers)
+    return model
 
 
 def build_atd(name: str, scale: int, p: ATDParams) -> ATD:
