@@ -12,7 +12,9 @@ with --failures, every failing template with the one-line error a user would see
 With --train, every training template that reads is then run through `train.py` for
 --iterations iterations, unchanged except for what a CPU check needs: its data folders
 point at small generated image pairs, the LR crop is at most 32 px, batches hold 2
-patches, loader workers are off and the output goes to a temporary folder.
+patches, loader workers are off and the output goes to a temporary folder. Every test
+template that reads is run through `test.py` on generated LR images, with weights of its
+network (as the template configures it) made and saved here.
 """
 
 from __future__ import annotations
@@ -127,6 +129,45 @@ def train_check(path: Path, work: Path, iterations: int) -> str | None:
     return lines[-1] if lines else f"exit code {result.returncode}"
 
 
+def test_check(path: Path, work: Path) -> str | None:
+    """None when test.py runs the test template on generated LR images with weights of
+    its network made here, else the last error line."""
+    from safetensors.torch import save_file
+
+    from traiNNer.models.sr_model import build_network
+
+    data = read_yaml(path)
+    data.pop("train", None)
+    opt = validate(decode_options(data), for_training=False)
+    drain_notes()
+    run = work / f"test_{path.stem}"
+    run.mkdir(parents=True)
+    kwargs = {key: value for key, value in opt.network_g.items() if key != "type"}
+    network = build_network(opt.network_g["type"], opt.scale, kwargs)
+    weights = run / "net_g.safetensors"
+    save_file({k: v.contiguous() for k, v in network.state_dict().items()}, str(weights))
+    pairs = make_pairs(work / "data", opt.scale)
+    data.update(num_gpu=0, use_amp=False)
+    data["path"] = {"pretrain_network_g": str(weights), "results_root": str(run / "results")}
+    for dataset in data.get("datasets", {}).values():
+        dataset["dataroot_lq"] = str(pairs / "lr")
+        if "dataroot_gt" in dataset:
+            dataset["dataroot_gt"] = str(pairs / "hr")
+    option_file = run / "options.yml"
+    option_file.write_text(yaml.safe_dump(data), encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, str(REPO / "test.py"), "-opt", str(option_file)],
+        capture_output=True,
+        text=True,
+        cwd=run,
+        timeout=900,
+    )
+    if result.returncode == 0:
+        return None
+    lines = [line for line in (result.stderr or result.stdout).splitlines() if line.strip()]
+    return lines[-1] if lines else f"exit code {result.returncode}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("templates", type=Path, help="traiNNer-redux's options/_templates")
@@ -136,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--iterations", type=int, default=2, help="iterations per --train run")
     parser.add_argument("--jobs", type=int, default=2, help="--train runs at a time")
+    parser.add_argument(
+        "--only", nargs="*", default=[], help="with --train: templates whose path has one of these"
+    )
     args = parser.parse_args(argv)
     files = sorted(p for d in ("train", "test") for p in (args.templates / d).rglob("*.yml"))
     if not files:
@@ -162,24 +206,26 @@ def main(argv: list[str] | None = None) -> int:
             if error is not None:
                 print(f"{path.relative_to(args.templates)}: {error[:150]}")
     if args.train:
-        readable = [p for p, error in results.items() if error is None and group(p) != "test"]
+        readable = [p for p, error in results.items() if error is None]
+        if args.only:
+            readable = [p for p in readable if any(part in str(p) for part in args.only)]
+
+        def check(path: Path) -> str | None:
+            if group(path) == "test":
+                return test_check(path, Path(work))
+            return train_check(path, Path(work), args.iterations)
+
         with tempfile.TemporaryDirectory() as work, ThreadPoolExecutor(args.jobs) as pool:
             for scale in {int(read_yaml(p)["scale"]) for p in readable}:
                 make_pairs(Path(work) / "data", scale)  # once, before the parallel runs
-            trained = dict(
-                zip(
-                    readable,
-                    pool.map(lambda p: train_check(p, Path(work), args.iterations), readable),
-                    strict=True,
-                )
-            )
-        for name in ("fidelity", "gan", "OTF fidelity", "OTF gan"):
-            ran = [p for p in trained if group(p) == name]
-            ok = sum(trained[p] is None for p in ran)
-            print(f"{name:>12}: {ok:3d} of {totals[name]:3d} train {args.iterations} iterations")
-        for path, error in trained.items():
+            ran = dict(zip(readable, pool.map(check, readable), strict=True))
+        for name in ("fidelity", "test", "gan", "OTF fidelity", "OTF gan"):
+            ok = sum(error is None for p, error in ran.items() if group(p) == name)
+            what = "run in test.py" if name == "test" else f"train {args.iterations} iterations"
+            print(f"{name:>12}: {ok:3d} of {totals[name]:3d} {what}")
+        for path, error in ran.items():
             if error is not None:
-                print(f"{path.relative_to(args.templates)}: does not train: {error[:200]}")
+                print(f"{path.relative_to(args.templates)}: does not run: {error[:200]}")
     return 0
 
 
