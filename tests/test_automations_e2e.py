@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -236,3 +238,95 @@ def test_resumed_run_makes_the_same_decisions(
     new_weights = load_file(str(experiment / "models" / "net_g_latest.safetensors"))
     for name in ref_weights:
         assert torch.equal(ref_weights[name], new_weights[name]), name
+
+
+# ------------------------------------------------------- tags, layout, report
+def _documented_tags() -> list[tuple[str, str, str]]:
+    """(tag pattern, kind, when) rows of docs/automations.md's table of TensorBoard tags."""
+    doc = (Path(__file__).parents[1] / "docs" / "automations.md").read_text(encoding="utf-8")
+    table = doc.split("#### Every TensorBoard tag", 1)[1].split("\n#", 1)[0]
+    rows = re.findall(r"^\| `(automations/[^`]+)` \| ([^|]+) \| ([^|]+) \|$", table, flags=re.M)
+    return [(tag, kind.strip(), when.strip()) for tag, kind, when in rows]
+
+
+def _pattern(tag: str) -> re.Pattern[str]:
+    # <loss>, <metric>, <candidate> stand for any name.
+    parts = re.split(r"<[a-z]+>", tag)
+    return re.compile("^" + "[A-Za-z0-9_]+".join(map(re.escape, parts)) + "$")
+
+
+def test_every_documented_tag_is_in_a_real_run_and_every_tag_is_documented(
+    reference_run: Path,
+) -> None:
+    tags = tensorboard_tags(reference_run / "tb_logger" / "unit_run")
+    documented = _documented_tags()
+    assert len(documented) >= 40
+    patterns = [(_pattern(tag), tag, when) for tag, _, when in documented]
+    for tag in sorted(t for t in tags if t.startswith("automations/")):
+        assert any(p.match(tag) for p, _, _ in patterns), f"{tag} is not in docs/automations.md"
+    for pattern, tag, when in patterns:
+        if when == "always":
+            assert any(pattern.match(t) for t in tags), f"documented {tag} missing from the run"
+    # A decision in automations.jsonl has its tag (dots become slashes), numeric ones at least.
+    for row in decisions(reference_run / "experiments" / "unit_run"):
+        if isinstance(row["new"], int | float):
+            tag = f"automations/{row['automation']}/{row['parameter'].replace('.', '/')}"
+            assert tag in tags, tag
+
+
+def test_the_custom_scalars_layout_is_written_and_its_charts_have_data(
+    reference_run: Path,
+) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    from traiNNer.reporting.tensorboard_layout import LAYOUT
+
+    log_dir = reference_run / "tb_logger" / "unit_run"
+    tags = tensorboard_tags(log_dir)
+    accumulator = EventAccumulator(str(next(log_dir.glob("events.out.tfevents.*"))))
+    accumulator.Reload()
+    config = accumulator.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0]
+    layout = layout_pb2.Layout.FromString(config)  # pyright: ignore[reportAttributeAccessIssue]  # generated protobuf
+    written = {chart.title for category in layout.category for chart in category.chart}
+    assert written == {title for charts in LAYOUT.values() for title in charts}
+    for charts in LAYOUT.values():
+        for title, chart_patterns in charts.items():
+            if title == "precision":
+                continue  # precision_level appears with the automation on; checked above
+            assert any(re.search(p, t) for p in chart_patterns for t in tags), title
+
+
+def test_report_of_a_real_run_draws_every_panel_and_explains_every_decision(
+    reference_run: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("matplotlib")
+    from PIL import Image
+
+    from traiNNer.reporting.report import build_panels, render
+    from traiNNer.reporting.run_record import read_run
+
+    run = read_run(reference_run / "experiments" / "unit_run")
+    titles = [panel.title for panel in build_panels(run)]
+    for expected in (
+        "learning rate",
+        "gradient clipping",
+        "batch size",
+        "validation interval",
+        "augmentation probability",
+        "weight decay",
+        "loss weights",
+        "training losses",
+        "validation tiny_val/psnr",
+    ):
+        assert any(title.startswith(expected) for title in titles), (expected, titles)
+    png, page = render(run, tmp_path / "report.png", tmp_path / "report.html")
+    width, height = Image.open(png).size
+    assert width >= 1000 and height > 1000
+    text = page.read_text(encoding="utf-8")
+    assert text.count("<area ") >= len(run.decisions)  # the strip marks every decision
+    for row in run.decisions:
+        assert html.escape(str(row["reason"])) in text
+    # Every hover area lies inside the picture.
+    for x, y in re.findall(r'coords="(\d+),(\d+),7"', text):
+        assert 0 <= int(x) <= width and 0 <= int(y) <= height

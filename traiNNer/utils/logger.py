@@ -68,7 +68,11 @@ class TensorBoard:
         if log_dir is not None:
             from torch.utils.tensorboard import SummaryWriter
 
+            from traiNNer.reporting.tensorboard_layout import custom_scalars_layout
+
             self.writer = SummaryWriter(log_dir=str(log_dir))
+            # Written with every (re)start: TensorBoard reads the layout from any event file.
+            self.writer.add_custom_scalars(custom_scalars_layout())
 
     def add_scalar(self, tag: str, value: float, step: int) -> None:
         if self.writer is not None:

@@ -1,0 +1,1 @@
+"""Reading back what a run left and drawing what its automations did."""
