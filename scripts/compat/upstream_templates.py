@@ -126,7 +126,7 @@ def train_check(path: Path, work: Path, iterations: int) -> str | None:
     if result.returncode == 0:
         return None
     lines = [line for line in (result.stderr or result.stdout).splitlines() if line.strip()]
-    return lines[-1] if lines else f"exit code {result.returncode}"
+    return f"exit code {result.returncode}: " + (lines[-1] if lines else "no output")
 
 
 def test_check(path: Path, work: Path) -> str | None:
@@ -165,7 +165,7 @@ def test_check(path: Path, work: Path) -> str | None:
     if result.returncode == 0:
         return None
     lines = [line for line in (result.stderr or result.stdout).splitlines() if line.strip()]
-    return lines[-1] if lines else f"exit code {result.returncode}"
+    return f"exit code {result.returncode}: " + (lines[-1] if lines else "no output")
 
 
 def main(argv: list[str] | None = None) -> int:
