@@ -23,6 +23,7 @@ from traiNNer.config.loader import read_yaml, validate
 from traiNNer.config.schema import Options
 from traiNNer.config.validation import convert
 from traiNNer.data import build_dataset
+from traiNNer.data.integrity import check_datasets
 from traiNNer.data.loader import build_dataloader
 from traiNNer.models.precision import configured_precision
 from traiNNer.models.sr_model import SRModel
@@ -68,8 +69,10 @@ def run(opt: Options) -> dict[str, dict[str, float]]:
     results_root = Path(opt.path.results_root or "results") / opt.name
     visualization = results_root / "visualization"
     table: dict[str, dict[str, float]] = {}
-    for key, set_opt in opt.datasets.items():
-        dataset = build_dataset(set_opt, opt.scale, "val", key=key)
+    datasets = {key: build_dataset(s, opt.scale, "val", key=key) for key, s in opt.datasets.items()}
+    check_datasets(datasets)  # a broken file is an error before the first image is written
+    for key, dataset in datasets.items():
+        set_opt = opt.datasets[key]
         loader = build_dataloader(
             dataset, set_opt, "val", seed=None, use_cuda=device.type == "cuda", key=key
         )

@@ -25,6 +25,7 @@ from traiNNer.config.compat import note as compat_note
 from traiNNer.config.loader import load_options
 from traiNNer.config.schema import Options
 from traiNNer.data import build_dataset
+from traiNNer.data.integrity import check_datasets
 from traiNNer.data.loader import build_dataloader
 from traiNNer.models.precision import bf16_supported
 from traiNNer.models.sr_model import SRModel
@@ -36,6 +37,7 @@ from traiNNer.training.knobs import Knobs
 from traiNNer.training.signal_trace import SignalTrace
 from traiNNer.training.trainer import Trainer
 from traiNNer.training.trials import TrialRunner
+from traiNNer.utils.atomic import remove_stale_temp_files
 from traiNNer.utils.checkpoint import (
     latest_training_state,
     load_training_state,
@@ -49,7 +51,7 @@ from traiNNer.utils.dist import (
     replicas_agree,
     shutdown_distributed,
 )
-from traiNNer.utils.errors import UserError
+from traiNNer.utils.errors import CheckpointError, UserError
 from traiNNer.utils.experiment import ExperimentPaths
 from traiNNer.utils.logger import ProgressBar, TensorBoard, record_in_log_file, setup_logging
 from traiNNer.utils.rng import seed_everything
@@ -69,6 +71,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         record_in_log_file(f"error: {err}")
         return err.exit_code
+    except KeyboardInterrupt:
+        # Ctrl+C before the loop (start-up searches) or during the final save: the loop's
+        # handler is not installed there; the last saved state is what a resume starts from.
+        print(
+            "interrupted before or after the training loop; nothing new was saved", file=sys.stderr
+        )
+        return 130
     finally:
         shutdown_distributed()
 
@@ -92,13 +101,16 @@ def train(args: argparse.Namespace) -> int:
     setup_logging(None, dist.is_main)
     paths = ExperimentPaths.for_options(opt)
     resume_path = find_resume_state(opt, paths, args.auto_resume)
-    resume_state = load_training_state(resume_path) if resume_path else None
+    resume_key = "path.resume_state" if opt.path.resume_state else "--auto_resume"
+    resume_state = load_training_state(resume_path, resume_key) if resume_path else None
     seed = resume_state["seed"] if resume_state else choose_seed(opt, dist)
     seed_everything(seed + dist.rank)
     knobs = Knobs.from_options(opt)  # the knobs start from the option file
     train_set_opt = opt.datasets["train"]
     train_set = build_dataset(train_set_opt, opt.scale, "train", key="train")
-    val_loaders = build_val_loaders(opt, dist, device)
+    val_sets = build_val_sets(opt)
+    check_datasets({"train": train_set, **val_sets}, dist=dist)  # every image decodes, once
+    val_loaders = build_val_loaders(opt, val_sets, dist, device)
     batches = TrainBatches(
         train_set,
         train_set_opt,
@@ -109,9 +121,13 @@ def train(args: argparse.Namespace) -> int:
         use_cuda=device.type == "cuda",
     )
     model = SRModel(opt, device, knobs, dist)
+    if resume_state is not None:  # another network is refused before anything is written
+        model.check_training_state(resume_state["model"], f"{resume_key}: {resume_path}")
     model.setup_training(seed)
 
     # 3. Output folders and logging.
+    # Temp files that a run killed mid-write left go before the folder is reused or archived.
+    stale = remove_stale_temp_files([paths.models, paths.training_states]) if dist.is_main else 0
     if dist.is_main:
         paths.create(Path(args.opt), resuming=resume_path is not None)
     barrier(dist)
@@ -121,6 +137,8 @@ def train(args: argparse.Namespace) -> int:
     log.info(f"{opt.name}: {opt.network_g['type']} x{opt.scale} on {device}, seed {seed}")
     for note in drain_notes():
         log.info(note)
+    if stale:
+        log.info(f"Removed {stale} temporary file(s) that an interrupted write left")
 
     # 4. Automations and the trainer holding them and the model.
     if opt.train.moa_debug and dist.is_main:
@@ -153,8 +171,16 @@ def train(args: argparse.Namespace) -> int:
     # 5. The loop.
     total_iter = opt.train.total_iter
     progress = ProgressBar(opt.logger.progress_bar and dist.is_main, total_iter, trainer.iteration)
-    with GracefulInterrupt(dist, opt.logger.print_freq) as interrupt, progress:
-        while trainer.iteration < total_iter and not knobs.stop_requested:
+    interrupt = GracefulInterrupt(dist, opt.logger.print_freq, paths.training_states)
+    with interrupt, progress:
+        trainer.interrupt = interrupt
+        if resume_state is not None and trainer.validation_due():
+            trainer.validate(val_loaders)  # the validation a signal abandoned, redone first
+        while (
+            trainer.iteration < total_iter
+            and not knobs.stop_requested
+            and not interrupt.requested(trainer.iteration)
+        ):
             trainer.train_step()
             iteration = trainer.iteration
             progress.update(iteration)
@@ -164,12 +190,9 @@ def train(args: argparse.Namespace) -> int:
                 trainer.validate(val_loaders)
             if iteration % opt.logger.save_checkpoint_freq == 0:
                 trainer.save_checkpoint()
-            if interrupt.requested(iteration):
-                progress.close()
-                trainer.save_checkpoint()
-                log.warning(f"Interrupted: saved a resumable state at iteration {iteration:,}")
-                tb.close()
-                return 130
+        if interrupt.stopping:  # a signal: saved at this iteration boundary, 128 + its number
+            progress.close()
+            return trainer.stop_on_signal()
 
     # 6. The end: final checkpoint, best weights, summary.
     if not replicas_agree(list(model.bare_net_g.parameters()), dist):
@@ -211,31 +234,45 @@ def find_resume_state(opt: Options, paths: ExperimentPaths, auto_resume: bool) -
     if opt.path.resume_state:
         path = Path(opt.path.resume_state)
         if not path.is_file():
-            raise UserError(f"path.resume_state: {path} does not exist")
+            raise CheckpointError(f"path.resume_state: {path} does not exist")
         return path
     return latest_training_state(paths.training_states) if auto_resume else None
 
 
 def dry_run(opt: Options) -> int:
     """--dry_run: every check a run makes before its first step, writing nothing."""
-    for key, set_opt in opt.datasets.items():
-        build_dataset(set_opt, opt.scale, "train" if key == "train" else "val", key=key)
+    knobs = Knobs.from_options(opt)
+    train_set = build_dataset(opt.datasets["train"], opt.scale, "train", key="train")
+    check_datasets({"train": train_set, **build_val_sets(opt)})
+    # Checks that one batch fits in an epoch; loads nothing.
+    TrainBatches(train_set, opt.datasets["train"], knobs.batch_size * knobs.accum_iter, seed=0)
+    for key in opt.datasets:
         print(f"datasets.{key}: found and checked")
-    SRModel(opt, torch.device("cpu"), Knobs.from_options(opt), DistInfo())
+    SRModel(opt, torch.device("cpu"), knobs, DistInfo())
     print(f"{opt.name}: options, data and {opt.network_g['type']} x{opt.scale} are fine")
     return 0
 
 
+def build_val_sets(opt: Options) -> dict[str, torch.utils.data.Dataset[Any]]:
+    """Built on every rank, so all ranks check the same files and agree on what is left out."""
+    return {
+        key: build_dataset(set_opt, opt.scale, "val", key=key)
+        for key, set_opt in opt.datasets.items()
+        if key != "train"
+    }
+
+
 def build_val_loaders(
-    opt: Options, dist: DistInfo, device: torch.device
+    opt: Options,
+    val_sets: dict[str, torch.utils.data.Dataset[Any]],
+    dist: DistInfo,
+    device: torch.device,
 ) -> dict[str, torch.utils.data.DataLoader[Any]]:
     loaders = {}
     if not dist.is_main:  # validation runs on rank 0; its results are broadcast
         return loaders
-    for key, set_opt in opt.datasets.items():
-        if key == "train":
-            continue
-        dataset = build_dataset(set_opt, opt.scale, "val", key=key)
+    for key, dataset in val_sets.items():
+        set_opt = opt.datasets[key]
         loaders[set_opt.name or key] = build_dataloader(
             dataset, set_opt, "val", seed=None, use_cuda=device.type == "cuda", key=key
         )

@@ -91,10 +91,11 @@ SUPPLEMENTARY_DESCRIPTIONS: dict[str, str] = {
     "`{}x2` pairs `0001.png` with `0001x2.*`.",
     "PathOptions.pretrain_network_g": "Weights (.safetensors or .pth) to start training from; "
     "test.py: the weights to run.",
-    "PathOptions.strict_load_g": "The weights must match the network exactly; false ignores "
-    "missing and unexpected keys (their counts are printed).",
+    "PathOptions.strict_load_g": "The weights must match the network exactly; false loads what "
+    "fits: keys on one side only are ignored, tensors of another shape skipped, all listed in "
+    "one warning; nothing fitting is an error.",
     "PathOptions.param_key_g": ".pth files: the key holding the state dict (default: tries "
-    "params_ema, params, state_dict).",
+    "model_state_dict, state_dict, params_ema, params-ema, params, model, net).",
     "PathOptions.resume_state": "Training state to resume from; takes precedence over "
     "--auto_resume.",
     "PathOptions.experiments_root": "Folder of the run folders (default experiments); "

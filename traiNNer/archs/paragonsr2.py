@@ -8,6 +8,10 @@ Output = base(x) + detail_gain * detail(x).
   Every filter is separable and depthwise, held in non-persistent buffers so they
   never appear in the state dict or the optimizer. Both kernels sum to one and the
   borders are padded by replicating edge pixels, so flat regions pass unchanged.
+  No weight reveals `upsampler_alpha`, so a model built with a value other than
+  0.5 saves it in the state dict as the tag `upsampler_alpha` (see `alpha_tag`),
+  which loaders that read only the weights (spandrel) need; default models have
+  no such key, as before.
 * Detail path: 3x3 conv in, residual groups of light blocks (each group ends in a
   3x3 conv and adds its input), a 3x3 conv with a global residual, a PixelShuffle
   upsampler, a 3x3 conv to RGB. Its output is scaled by the learnable scalar
@@ -23,6 +27,7 @@ to save memory (only while training).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, cast
@@ -42,6 +47,24 @@ SHARPEN_TAPS: tuple[float, ...] = (-1 / 32, 0.0, 9 / 32, 16 / 32, 9 / 32, 0.0, -
 BLUR_TAPS: tuple[float, ...] = (1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16)
 
 RGB_CHANNELS = 3
+
+DEFAULT_UPSAMPLER_ALPHA = 0.5
+ALPHA_TAG = "upsampler_alpha"
+
+
+def alpha_tag(alpha: float) -> Tensor:
+    """`alpha` as a 0-d int64 tensor holding its float64 bits: exact, and left alone by
+    `.half()` and `.to(dtype)`, which convert only floating-point tensors."""
+    return torch.tensor(alpha, dtype=torch.float64).view(torch.int64)
+
+
+def alpha_from_tag(tag: Tensor) -> float:
+    if tag.dtype != torch.int64 or tag.dim() != 0:
+        # e.g. a script that cast every tensor of the file to fp16: the bits are gone.
+        raise ValueError(
+            f"{ALPHA_TAG}: expected a 0-d int64 tag, got {tag.dtype} {list(tag.shape)}"
+        )
+    return float(tag.view(torch.float64).item())
 
 
 def _replicate_pad(x: Tensor, pad: int, export_safe: bool) -> Tensor:
@@ -191,7 +214,7 @@ class ParagonSR2(nn.Module):
         channel_modulation: bool = False,
         modulation_reduction: int = 4,
         layer_scale_init: float = 1e-2,
-        upsampler_alpha: float = 0.5,
+        upsampler_alpha: float = DEFAULT_UPSAMPLER_ALPHA,
         detail_gain: float = 0.1,
         export_safe: bool = False,
     ) -> None:
@@ -201,6 +224,9 @@ class ParagonSR2(nn.Module):
         self.activation_checkpointing = False
 
         self.base = FixedUpsampler(scale, upsampler_alpha, export_safe)
+        if upsampler_alpha != DEFAULT_UPSAMPLER_ALPHA:
+            # Only then, so default models keep the state dict they always had.
+            self.register_buffer(ALPHA_TAG, alpha_tag(upsampler_alpha))
 
         self.conv_in = nn.Conv2d(RGB_CHANNELS, num_feat, 3, padding=1)
 
@@ -220,6 +246,38 @@ class ParagonSR2(nn.Module):
         )
         self.conv_out = nn.Conv2d(num_feat, RGB_CHANNELS, 3, padding=1)
         self.detail_gain = nn.Parameter(torch.tensor(float(detail_gain)))
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        # The tag describes this network's forward pass, so it keeps its value: weights
+        # saved before the tag existed load as before, and another alpha is only warned
+        # about (torch passes no `strict` here, and a non-strict fine-tune may change it).
+        key = prefix + ALPHA_TAG
+        if hasattr(self, ALPHA_TAG):
+            saved = state_dict.get(key)
+            if (
+                isinstance(saved, Tensor)
+                and saved.dtype == torch.int64
+                and saved.dim() == 0
+                and alpha_from_tag(saved) != self.base.alpha
+            ):
+                warnings.warn(
+                    f"{key}: weights trained with upsampler_alpha={alpha_from_tag(saved)} "
+                    f"loaded into a network built with {self.base.alpha}, which it keeps",
+                    stacklevel=2,
+                )
+            state_dict[key] = self.get_buffer(ALPHA_TAG)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     def set_activation_checkpointing(self, enabled: bool) -> None:
         """Recompute residual groups during backward (saves memory, costs compute)."""

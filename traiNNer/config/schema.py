@@ -55,6 +55,14 @@ class DatasetOptions(StrictStruct):
             description="traiNNer-redux's image backend; {type: disk}, the default, is the one here."
         ),
     ] = None
+    skip_corrupt_images: Annotated[
+        bool,
+        Meta(
+            description="Every image is decoded once before training; false: a file that does "
+            "not decode is an error, true: it (and its LR/HR partner) is left out with one "
+            "warning listing them."
+        ),
+    ] = False
 
 
 class NetworkOptions(StrictStruct):

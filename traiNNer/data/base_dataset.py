@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Literal, TypedDict
 
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from traiNNer.config.schema import DatasetOptions
+from traiNNer.data.image_io import image_size
 from traiNNer.data.transforms import random_flip_rotate, rgb_to_y
 from traiNNer.utils.errors import DataError
 
@@ -57,6 +59,13 @@ class ImageDataset(Dataset[Sample]):
                 "(LR crop size in pixels, e.g. 64; the HR crop is lq_size*scale)"
             )
         return self.opt.lq_size
+
+    def header_size(self, path: Path, key: str) -> tuple[int, int]:
+        """(height, width) from `path`'s header; an error names the option `key` too."""
+        try:
+            return image_size(path)
+        except DataError as err:
+            raise DataError(f"{key}: {err}") from None
 
     def augment(self, lq: Tensor, gt: Tensor) -> tuple[Tensor, Tensor]:
         """Random flips/rotations, identical on LR and HR (training only)."""

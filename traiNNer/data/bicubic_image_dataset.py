@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from pathlib import Path
 
 from traiNNer.config.schema import DatasetOptions
 from traiNNer.data.base_dataset import ImageDataset, PairedSample, Phase
 from traiNNer.data.folders import root_list, scan_images
-from traiNNer.data.image_io import image_size, read_image
+from traiNNer.data.image_io import read_image
 from traiNNer.data.resize import bicubic_downscale
 from traiNNer.data.transforms import height_width, mod_crop, random_crop
 from traiNNer.utils.errors import DataError
@@ -27,14 +28,14 @@ class BicubicImageDataset(ImageDataset):
         self, opt: DatasetOptions, scale: int, phase: Phase, *, key: str | None = None
     ) -> None:
         super().__init__(opt, scale, phase, key=key)
-        gt_key = f"{self.prefix}.dataroot_gt"
+        self.gt_key = f"{self.prefix}.dataroot_gt"
         self.paths: list[Path] = []
-        for root in root_list(opt.dataroot_gt, gt_key, "bicubicimagedataset"):
-            self.paths += scan_images(root, gt_key)
+        for root in root_list(opt.dataroot_gt, self.gt_key, "bicubicimagedataset"):
+            self.paths += scan_images(root, self.gt_key)
         self.lq_size = self.required_lq_size() if phase == "train" else None
         self.gt_size = self.lq_size * scale if self.lq_size is not None else scale
         for path in self.paths:
-            self._check_size(path, image_size(path))
+            self._check_size(path, self.header_size(path, self.gt_key))
 
     def _check_size(self, path: Path, hw: tuple[int, int]) -> None:
         if min(hw) < self.gt_size:
@@ -43,6 +44,13 @@ class BicubicImageDataset(ImageDataset):
                 f"{self.prefix}: HR '{path}' is {hw[0]}x{hw[1]}, smaller than "
                 f"{what} ({self.gt_size})"
             )
+
+    def image_files(self) -> list[tuple[tuple[str, Path], ...]]:
+        """Per item, its file with the option it comes from (see data/integrity.py)."""
+        return [((self.gt_key, path),) for path in self.paths]
+
+    def keep_items(self, indices: Sequence[int]) -> None:
+        self.paths = [self.paths[i] for i in indices]
 
     def __len__(self) -> int:
         return len(self.paths)

@@ -35,6 +35,25 @@ def is_image_file(path: Path) -> bool:
 def read_image(path: str | Path) -> Tensor:
     """Read `path` as a float32 (3, H, W) RGB tensor in [0, 1]."""
     path = Path(path)
+    decoded = _decode(path)
+    _check_layout(decoded, path)
+    return _to_rgb_float(decoded)
+
+
+def verify_image(path: str | Path) -> tuple[int, int]:
+    """Decode `path` in full as `read_image` would and return (height, width).
+
+    Raises the DataError `read_image` would; skips the float conversion, which
+    cannot fail, so a check over a whole dataset costs only the decoding.
+    """
+    path = Path(path)
+    decoded = _decode(path)
+    _check_layout(decoded, path)
+    return decoded.shape[-2], decoded.shape[-1]
+
+
+def _decode(path: Path) -> Tensor:
+    """The file's samples as a uint8/uint16 (C, H, W) tensor, channels as stored."""
     try:
         data = path.read_bytes()
     except OSError as err:
@@ -46,7 +65,7 @@ def read_image(path: str | Path) -> Tensor:
     except (RuntimeError, ValueError):
         # torchvision decodes PNG/JPEG/WebP/GIF; BMP and TIFF go through Pillow.
         decoded = _decode_with_pillow(path)
-    return _to_rgb_float(decoded, path)
+    return decoded
 
 
 def _decode_with_pillow(path: Path) -> Tensor:
@@ -64,20 +83,22 @@ def _decode_with_pillow(path: Path) -> Tensor:
     return tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1)
 
 
-def _to_rgb_float(decoded: Tensor, path: Path) -> Tensor:
+def _check_layout(decoded: Tensor, path: Path) -> None:
+    channels = decoded.shape[0]
+    if channels not in (1, 2, 3, 4):
+        raise DataError(f"cannot decode image '{path}': unsupported {channels}-channel layout")
+    if decoded.dtype not in (torch.uint8, torch.uint16):
+        raise DataError(f"cannot decode image '{path}': unsupported sample type {decoded.dtype}")
+
+
+def _to_rgb_float(decoded: Tensor) -> Tensor:
+    """A decoded tensor that passed `_check_layout` as float RGB in [0, 1]."""
     channels = decoded.shape[0]
     if channels in (2, 4):  # gray+alpha or RGBA: drop alpha, see module docstring
         decoded = decoded[: channels - 1]
     if decoded.shape[0] == 1:
         decoded = decoded.expand(3, -1, -1)
-    if decoded.shape[0] != 3:
-        raise DataError(f"cannot decode image '{path}': unsupported {channels}-channel layout")
-    if decoded.dtype == torch.uint8:
-        scale = 255.0
-    elif decoded.dtype == torch.uint16:
-        scale = 65535.0
-    else:
-        raise DataError(f"cannot decode image '{path}': unsupported sample type {decoded.dtype}")
+    scale = 255.0 if decoded.dtype == torch.uint8 else 65535.0
     return decoded.to(torch.float32).div_(scale).contiguous()
 
 
@@ -89,8 +110,11 @@ def image_size(path: str | Path) -> tuple[int, int]:
             width, height = image.size
     except FileNotFoundError:
         raise DataError(f"cannot read image '{path}': file not found") from None
-    except (OSError, UnidentifiedImageError) as err:
+    except UnidentifiedImageError as err:
         raise DataError(f"cannot decode image '{path}': {err}") from None
+    except OSError as err:  # permission denied, a folder, an I/O error: not the file's content
+        what = "read" if err.errno is not None else "decode"
+        raise DataError(f"cannot {what} image '{path}': {err.strerror or err}") from None
     return height, width
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from traiNNer.config.schema import DatasetOptions
 from traiNNer.data.base_dataset import ImageDataset, Phase, Sample
 from traiNNer.data.folders import root_list, scan_images
 from traiNNer.data.image_io import read_image
-from traiNNer.utils.errors import UserError
+from traiNNer.utils.errors import ConfigError
 from traiNNer.utils.registry import DATASET_REGISTRY
 
 
@@ -20,14 +21,21 @@ class SingleImageDataset(ImageDataset):
     ) -> None:
         super().__init__(opt, scale, phase, key=key)
         if phase == "train":
-            raise UserError(
+            raise ConfigError(
                 f"{self.prefix}.type: singleimagedataset has no HR images and cannot be "
                 "used for training (accepted there: pairedimagedataset, bicubicimagedataset)"
             )
-        lq_key = f"{self.prefix}.dataroot_lq"
+        self.lq_key = f"{self.prefix}.dataroot_lq"
         self.paths: list[Path] = []
-        for root in root_list(opt.dataroot_lq, lq_key, "singleimagedataset"):
-            self.paths += scan_images(root, lq_key)
+        for root in root_list(opt.dataroot_lq, self.lq_key, "singleimagedataset"):
+            self.paths += scan_images(root, self.lq_key)
+
+    def image_files(self) -> list[tuple[tuple[str, Path], ...]]:
+        """Per item, its file with the option it comes from (see data/integrity.py)."""
+        return [((self.lq_key, path),) for path in self.paths]
+
+    def keep_items(self, indices: Sequence[int]) -> None:
+        self.paths = [self.paths[i] for i in indices]
 
     def __len__(self) -> int:
         return len(self.paths)

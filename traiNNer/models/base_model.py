@@ -427,8 +427,10 @@ class BaseModel:
         """Restore `state_dict()` under the current knobs (precision, optimizer type).
 
         An optimizer state saved for another optimizer type than the one the knobs now
-        ask for (optimizer_selection switched off before resuming) is not loaded: that
-        optimizer starts fresh. `keep_counters` keeps the non-finite step counters.
+        ask for (train.optim_g.type changed, or optimizer_selection switched off before
+        resuming) is not loaded: that optimizer starts fresh, with a warning, and the
+        weights, EMA, schedule and counters resume. `keep_counters` keeps the non-finite
+        step counters.
         """
         self.apply_knobs()
         assert self.optimizer is not None
@@ -436,11 +438,11 @@ class BaseModel:
         if self.ema is not None and state["net_g_ema"] is not None:
             self.ema.load_state_dict(state["net_g_ema"])
         if state["optimizer_type"] == self.optimizer_type:
-            self.optimizer.load_state_dict(state["optimizer"])
-            self._applied_weight_decay = None  # param groups now hold the saved value
+            self._load_optimizer_state(state["optimizer"])
         else:
             logger.warning(
-                "the optimizer state was saved for %s; %s starts with a fresh state",
+                "train.optim_g.type: the training state was saved with %s, so %s starts "
+                "with a fresh optimizer state (the weights, EMA and schedule resume)",
                 state["optimizer_type"],
                 self.optimizer_type,
             )
@@ -453,6 +455,27 @@ class BaseModel:
         if not keep_counters:
             self.nonfinite_streak, self.nonfinite_total = state["nonfinite"]
         self.apply_knobs()
+
+    def _load_optimizer_state(self, saved: dict[str, Any]) -> None:
+        """Load a saved state of the same optimizer type; one that does not fit (another
+        number or size of parameter groups) leaves the optimizer fresh, with a warning."""
+        assert self.optimizer is not None
+        fresh = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
+        try:
+            self.optimizer.load_state_dict(saved)
+        except ValueError as err:  # torch checks the groups before changing anything
+            logger.warning(
+                "the saved %s optimizer state does not fit (%s); it starts with a fresh one",
+                self.optimizer_type,
+                str(err).rstrip("."),
+            )
+            return
+        # torch replaces the param groups with the saved ones; a hyperparameter they lack
+        # (a newer torch's) would be a KeyError at the first step, so it keeps its value.
+        for group, defaults in zip(self.optimizer.param_groups, fresh, strict=True):
+            for name, value in defaults.items():
+                group.setdefault(name, value)
+        self._applied_weight_decay = None  # param groups now hold the saved value
 
     def _keep_saved_schedule(self, saved: dict[str, Any] | None) -> bool:
         """traiNNer-redux's `restart_scheduler`: a resumed run keeps the schedule it was

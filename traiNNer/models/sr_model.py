@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,13 +26,22 @@ from traiNNer.models.base_model import BaseModel
 from traiNNer.models.precision import autocast
 from traiNNer.schedulers import ReduceLROnPlateau
 from traiNNer.training.knobs import Knobs, loss_log_name
-from traiNNer.utils.checkpoint import load_network, network_metadata, save_network
+from traiNNer.utils.checkpoint import (
+    arch_text,
+    describe_metadata,
+    fit_state_dict,
+    load_network,
+    network_metadata,
+    save_network,
+)
 from traiNNer.utils.dist import DistInfo
-from traiNNer.utils.errors import UserError
+from traiNNer.utils.errors import CheckpointError, UserError
 from traiNNer.utils.registry import ARCH_REGISTRY, METRIC_REGISTRY
 from traiNNer.utils.tiling import tiled_forward
 
 DEFAULT_OOM_TILE = 256
+
+logger = logging.getLogger(__name__)
 
 
 def build_network(type_name: str, scale: int, kwargs: dict[str, Any]) -> nn.Module:
@@ -77,12 +87,26 @@ class SRModel(BaseModel):
         self._moa_debug_batches = 0
 
     # ----------------------------------------------------------------- setup
+    @property
+    def network_label(self) -> str:
+        """'compact x2': the network the options build, as messages name it."""
+        return f"{self.arch_type} x{self.opt.scale}"
+
     def load_pretrained(self, net: nn.Module, path: str) -> None:
-        state, _ = load_network(path, self.opt.path.param_key_g)
-        result = net.load_state_dict(state, strict=self.opt.path.strict_load_g)
-        if self.opt.path.strict_load_g is False and (result.missing_keys or result.unexpected_keys):
-            missing, unexpected = len(result.missing_keys), len(result.unexpected_keys)
-            print(f"pretrain_network_g: {missing} missing and {unexpected} unexpected keys ignored")
+        """path.pretrain_network_g into `net`; a file that does not fit is one line."""
+        strict = self.opt.path.strict_load_g
+        state, metadata = load_network(path, self.opt.path.param_key_g)
+        fitted, warning = fit_state_dict(
+            net.state_dict(),
+            state,
+            strict=strict,
+            where=f"path.pretrain_network_g: {path}",
+            built=self.network_label,
+            saved_by=describe_metadata(metadata),
+        )
+        net.load_state_dict(fitted, strict=strict)
+        if warning:
+            logger.warning(warning)
 
     def setup_training(self, seed: int) -> None:
         train = self.train_opt
@@ -330,16 +354,33 @@ class SRModel(BaseModel):
                 self.learned_weights.state_dict() if self.learned_weights is not None else None
             ),
             "arch": json.dumps({"type": self.arch_type, **self.arch_kwargs}, sort_keys=True),
+            "scale": self.opt.scale,
         }
 
-    def load_state_dict(self, state: dict[str, Any], *, keep_counters: bool = False) -> None:
-        saved_arch = json.loads(state["arch"])
-        current = {"type": self.arch_type, **self.arch_kwargs}
-        if saved_arch != json.loads(json.dumps(current, sort_keys=True)):
-            raise UserError(
-                f"network_g: the training state was saved for {saved_arch}, "
-                f"the option file now builds {current}"
+    def check_training_state(
+        self, state: dict[str, Any], where: str = "the training state"
+    ) -> None:
+        """Refuse, in one line naming `where`, a model state saved for another network
+        (network_g, scale, or weights of other shapes) than the options build."""
+        saved = json.loads(state["arch"])
+        current = json.loads(json.dumps({"type": self.arch_type, **self.arch_kwargs}))
+        scale = state.get("scale", self.opt.scale)  # states before the scale was saved
+        if saved != current or scale != self.opt.scale:
+            raise CheckpointError(
+                f"{where} was saved by {arch_text(saved, scale)}; the option file builds "
+                f"{arch_text(current, self.opt.scale)}: network_g and scale must stay as "
+                "they were to resume (path.pretrain_network_g starts from its weights instead)"
             )
+        fit_state_dict(
+            self.bare_net_g.state_dict(),
+            state["net_g"],
+            strict=True,
+            where=where,
+            built=self.network_label,
+        )
+
+    def load_state_dict(self, state: dict[str, Any], *, keep_counters: bool = False) -> None:
+        self.check_training_state(state)
         super().load_state_dict(state, keep_counters=keep_counters)
         learned = state.get("learned_loss_weights")
         if self.learned_weights is not None and learned is not None:

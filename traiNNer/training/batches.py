@@ -10,8 +10,9 @@ iterations (batch-size automation) without losing the position.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -19,8 +20,14 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from traiNNer.config.schema import DatasetOptions
 from traiNNer.data.loader import EnlargedSampler, auto_enlarge_ratio
+from traiNNer.training.interrupt import ignore_stop_signals
+from traiNNer.utils.errors import DataError, UserError
 
 SampleKey = tuple[int, int]
+
+# The last line of the worker traceback PyTorch puts in the re-raised exception's
+# message: 'traiNNer.utils.errors.DataError: <the one-line message>'.
+_WORKER_ERROR_LINE = re.compile(r"^[\w.]+: (?P<message>.+)$")
 
 
 def _sample_seed(seed: int, epoch: int, position: int) -> int:
@@ -88,7 +95,11 @@ class TrainBatches:
         )
         self.epoch = 0
         self.position = 0
+        self.key = "datasets.train"
+        self.ratio = ratio
+        self.world_size = world_size
         self.batch_size = batch_size
+        self._check_batch_size()
         self._iterator: Iterator[dict[str, Any]] | None = None
         self._loader: DataLoader[Any] | None = None
 
@@ -100,8 +111,18 @@ class TrainBatches:
         """Takes effect from the next batch; the position in the epoch is kept."""
         if batch_size != self.batch_size:
             self.batch_size = batch_size
+            self._check_batch_size()
             self._iterator = None
             self._loader = None
+
+    def _check_batch_size(self) -> None:
+        # An epoch shorter than one batch would yield nothing, forever.
+        if self.samples_per_epoch < self.batch_size:
+            raise DataError(
+                f"{self.key}: {len(self.dataset)} image(s) x dataset_enlarge_ratio {self.ratio} "
+                f"over {self.world_size} GPU(s) is fewer than one batch of {self.batch_size}; "
+                "raise dataset_enlarge_ratio (or use 'auto') or lower batch_size_per_gpu"
+            )
 
     def _start_iterator(self) -> Iterator[dict[str, Any]]:
         if self.samples_per_epoch - self.position < self.batch_size:
@@ -120,6 +141,7 @@ class TrainBatches:
                 pin_memory=self.opt.pin_memory and self.use_cuda,
                 persistent_workers=self.opt.persistent_workers and workers > 0,
                 prefetch_factor=self.opt.prefetch_factor if workers > 0 else None,
+                worker_init_fn=ignore_stop_signals,
             )
         return iter(self._loader)
 
@@ -133,6 +155,9 @@ class TrainBatches:
                 self._iterator = None
                 self.position = self.samples_per_epoch  # forces the next epoch
                 continue
+            except UserError as err:  # e.g. a file that changed after the check
+                self._iterator = None
+                _reraise_one_line(err)
             self.position += self.batch_size
             return batch
 
@@ -146,6 +171,21 @@ class TrainBatches:
         self.epoch = int(state["epoch"])
         self.position = int(state["position"])
         self._iterator = None
+
+
+def _reraise_one_line(err: UserError) -> NoReturn:
+    """A UserError from a loader worker, as the one line the worker raised.
+
+    PyTorch re-raises a worker's exception in the main process as the same
+    type with the worker's whole traceback as its message; the user gets only
+    the worker's own message.
+    """
+    message = str(err)
+    if message.startswith("Caught ") and "\n" in message:
+        last = message.rstrip().splitlines()[-1]
+        match = _WORKER_ERROR_LINE.match(last)
+        raise type(err)(match["message"] if match else last) from None
+    raise err
 
 
 def first_samples(batch: dict[str, Any], count: int) -> dict[str, Any]:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import torch
 from torch.utils.data import DataLoader
@@ -21,6 +23,7 @@ from traiNNer.config.schema import Options
 from traiNNer.models.sr_model import SRModel, release_memory
 from traiNNer.training.batches import TrainBatches, first_samples
 from traiNNer.training.best_metrics import BestMetrics
+from traiNNer.training.interrupt import GracefulInterrupt, signal_name
 from traiNNer.training.knobs import Knobs
 from traiNNer.training.signal_trace import SignalTrace
 from traiNNer.utils.checkpoint import prune_training_states, save_training_state
@@ -29,6 +32,10 @@ from traiNNer.utils.errors import UserError
 from traiNNer.utils.experiment import ExperimentPaths
 from traiNNer.utils.logger import TensorBoard, status_line
 from traiNNer.utils.rng import restore_rng_state, rng_state
+
+
+class ValidationAbandoned(BaseException):
+    """A signal arrived during validation (BaseException: nothing on the way swallows it)."""
 
 
 class IterationTimer:
@@ -63,16 +70,23 @@ class Trainer:
     next_val_iter: int = 0
     # logger.signal_trace: every step's signals for scripts/automations/replay.py (rank 0).
     trace: SignalTrace | None = None
+    # Set while the loop runs: a signal stops training at an iteration boundary.
+    interrupt: GracefulInterrupt | None = None
     timer: IterationTimer = field(init=False)
+    saved_iter: int = field(default=0, init=False)  # the iteration last saved by this process
+    validation_abandoned: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         self.timer = IterationTimer(self.iteration)
 
     # ------------------------------------------------------------------ state
-    def save_checkpoint(self) -> None:
-        """Weights users run plus a resumable training state (rank 0)."""
+    def save_checkpoint(self) -> Path | None:
+        """Weights users run plus a resumable training state (rank 0); the state's path."""
         if not self.dist.is_main or self.iteration == 0:
-            return
+            return None
+        path = self.paths.training_states / f"{self.iteration}.state"
+        if self.saved_iter == self.iteration:  # e.g. a save iteration a signal stops at too
+            return path
         if self.trace is not None:
             self.trace.flush()
         self.model.save_network(self.paths.models, self.iteration)
@@ -86,8 +100,28 @@ class Trainer:
             "best_metrics": self.best.state_dict(),
             "rng": rng_state(),
         }
-        save_training_state(state, self.paths.training_states / f"{self.iteration}.state")
+        save_training_state(state, path)
         prune_training_states(self.paths.training_states, self.opt.logger.keep_last_states)
+        self.saved_iter = self.iteration
+        return path
+
+    def stop_on_signal(self) -> int:
+        """Save where a signal stopped training; returns train.py's exit code (128 + signal)."""
+        assert self.interrupt is not None
+        path = self.save_checkpoint()
+        if self.dist.is_main:
+            cause = signal_name(self.interrupt.signum)
+            if self.validation_abandoned:
+                cause += " during validation, which the resumed run repeats"
+            if path is None:
+                self.log.warning(f"Interrupted ({cause}) before the first iteration: nothing saved")
+            else:
+                self.log.warning(
+                    "Interrupted: saved a resumable state at iteration "
+                    f"{self.iteration:,} ({cause}): {path}"
+                )
+        self.tb.close()
+        return self.interrupt.exit_code
 
     def load_checkpoint(self, state: dict[str, Any]) -> None:
         """Resume: the controller first (it restores the knobs the model then follows)."""
@@ -194,32 +228,50 @@ class Trainer:
         return val is not None and val.val_enabled and self.iteration >= self.next_val_iter
 
     def validate(self, loaders: dict[str, DataLoader[Any]]) -> None:
-        """Every validation set on rank 0, then best weights and the automations."""
+        """Every validation set on rank 0, then best weights and the automations.
+
+        A signal abandons it between two images: the iteration's state is then saved as it
+        was before the validation (next_val_iter not advanced, random generators restored),
+        and train.py runs this validation first when it resumes from that state.
+        """
         model, iteration = self.model, self.iteration
         metrics: dict[str, float] = {}
+        rng_before = rng_state() if self.interrupt is not None else None
 
         def on_oom() -> bool:
             self.automations.on_oom(iteration, "val")
             return self.knobs.val_tiled
 
-        for index, (name, loader) in enumerate(loaders.items()):
-            values = model.validation(
-                loader,
-                name,
-                iteration,
-                self.paths.visualization,
-                on_oom,
-                image_callback=lambda tag, img: self.tb.add_image(f"val/{tag}", img, iteration),
-            )
-            for metric, value in values.items():
-                metrics[f"{name}/{metric}"] = value
-                if index == 0:
-                    metrics[metric] = value
-                self.tb.add_scalar(f"metrics/{name}/{metric}", value, iteration)
-            text = " ".join(f"{metric}: {value:.4f}" for metric, value in values.items())
-            self.log.info(f"Validation {name} at iter {iteration:,}: {text}")
-        # Rank 0 validated; every rank acts on the same values.
-        metrics = broadcast_object(metrics, self.dist)  # type: ignore[assignment]
+        try:
+            for index, (name, loader) in enumerate(loaders.items()):
+                values = model.validation(
+                    self._abandonable(loader),
+                    name,
+                    iteration,
+                    self.paths.visualization,
+                    on_oom,
+                    image_callback=lambda tag, img: self.tb.add_image(f"val/{tag}", img, iteration),
+                )
+                for metric, value in values.items():
+                    metrics[f"{name}/{metric}"] = value
+                    if index == 0:
+                        metrics[metric] = value
+                    self.tb.add_scalar(f"metrics/{name}/{metric}", value, iteration)
+                text = " ".join(f"{metric}: {value:.4f}" for metric, value in values.items())
+                self.log.info(f"Validation {name} at iter {iteration:,}: {text}")
+            outcome: object = metrics
+        except ValidationAbandoned:
+            assert self.interrupt is not None
+            outcome = self.interrupt.received
+        # Rank 0 validated; every rank acts on the same values, or stops here with it.
+        outcome = broadcast_object(outcome, self.dist)
+        if isinstance(outcome, int):
+            assert self.interrupt is not None and rng_before is not None
+            restore_rng_state(rng_before)  # the validation consumed some; the rerun will again
+            self.validation_abandoned = True
+            self.interrupt.stop_now(outcome)
+            return
+        metrics = outcome  # type: ignore[assignment]
         if self.trace is not None:
             self.trace.add_validation(iteration, metrics)
         if self.dist.is_main and self.best.update(metrics, iteration, model):
@@ -228,3 +280,18 @@ class Trainer:
         self.automations.after_validation(iteration, metrics)
         self.perform_actions()
         self.next_val_iter = iteration + max(1, self.knobs.val_interval)
+
+    def _abandonable(self, loader: DataLoader[Any]) -> DataLoader[Any]:
+        """`loader`'s items until a signal arrives (checked before each image)."""
+        interrupt = self.interrupt
+        if interrupt is None:
+            return loader
+
+        def items() -> Iterator[Any]:
+            for item in loader:
+                if interrupt.flag:
+                    raise ValidationAbandoned
+                yield item
+
+        # SRModel.validation only iterates over its loader.
+        return cast(DataLoader[Any], items())
