@@ -86,3 +86,11 @@ def base_options(dataset_root: Path, experiments_root: Path) -> dict[str, Any]:
 def write_options(path: Path, options: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(options, sort_keys=False), encoding="utf-8")
     return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_image_check_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The image-integrity cache of test runs stays out of the user's ~/.cache."""
+    import os
+
+    os.environ["TRAINNER_CACHE_DIR"] = str(tmp_path_factory.mktemp("image_check_cache"))

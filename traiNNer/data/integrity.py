@@ -133,9 +133,10 @@ def check_datasets(
         cache.store(all_good, [str(p) for p in report.corrupt])
     cache.close()
     if dist.is_main and report.decoded:
+        unchanged = report.files - report.decoded
         logging.getLogger(LOGGER_NAME).info(
-            f"Decoded {report.decoded:,} of {report.files:,} dataset images in "
-            f"{report.seconds:.1f} s; the others are unchanged since their last check"
+            f"Decoded {report.decoded:,} dataset images in {report.seconds:.1f} s"
+            + (f" ({unchanged:,} unchanged since their last check)" if unchanged else "")
         )
     for key, dataset in checkable.items():
         _apply(dataset, items[key], report.corrupt, dist)

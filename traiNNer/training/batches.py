@@ -156,10 +156,23 @@ class TrainBatches:
                 self.position = self.samples_per_epoch  # forces the next epoch
                 continue
             except UserError as err:  # e.g. a file that changed after the check
-                self._iterator = None
+                self._stop_workers()
                 _reraise_one_line(err)
             self.position += self.batch_size
             return batch
+
+    def _stop_workers(self) -> None:
+        """Drop the iterator, ending its workers now.
+
+        The exception being handled holds the iterator in a reference cycle, so
+        it would otherwise be freed by the garbage collector, which closes its
+        queues before the workers are told to stop: each then takes the 5 s
+        join timeout. `_shutdown_workers` is private, hence the getattr.
+        """
+        iterator, self._iterator = self._iterator, None
+        shutdown = getattr(iterator, "_shutdown_workers", None)
+        if callable(shutdown):
+            shutdown()
 
     def __iter__(self) -> TrainBatches:
         return self
