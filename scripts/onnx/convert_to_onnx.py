@@ -18,11 +18,17 @@ Exit codes: 0 written (and verified), 1 an fp32 file failed verification,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import inspect
+import io
 import json
+import logging
 import math
+import os
+import re
 import sys
+import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -99,8 +105,8 @@ class OnnxOptions(StrictStruct):
     optimize: Annotated[
         bool,
         Meta(
-            description="Fold constants and drop dead nodes with onnxscript's optimizer "
-            "(traiNNer-redux runs OnnxSlim)."
+            description="Fold constants, merge repeated subexpressions and drop dead nodes "
+            "(onnxscript's passes; traiNNer-redux runs OnnxSlim)."
         ),
     ] = True
     wrap_5d_to_4d: Annotated[
@@ -233,6 +239,18 @@ def _export_kwargs(arch: str, kwargs: dict[str, Any], export_safe: bool | None) 
     return {**kwargs, "export_safe": True if export_safe is None else export_safe}
 
 
+def _metadata_arch(metadata: dict[str, str], where: str) -> tuple[dict[str, Any], int]:
+    """The arch kwargs and scale `save_network` stored with the weights."""
+    try:
+        kwargs = json.loads(metadata.get("arch_kwargs", "{}"))
+        scale = int(metadata.get("scale", ""))
+    except (json.JSONDecodeError, ValueError):
+        kwargs, scale = None, 0
+    if not isinstance(kwargs, dict) or scale < 1:
+        raise ConfigError(f"{where} has unreadable architecture metadata (arch_kwargs, scale)")
+    return kwargs, scale
+
+
 def request_from_options(
     path: str | Path, overrides: dict[str, Any], export_safe: bool | None
 ) -> ExportRequest:
@@ -253,8 +271,9 @@ def request_from_options(
             raise ConfigError(
                 f"network_g: required because {weights} carries no architecture metadata"
             )
-        data["network_g"] = {"type": metadata["arch"], **json.loads(metadata["arch_kwargs"])}
-        data.setdefault("scale", int(metadata["scale"]))
+        kwargs, scale = _metadata_arch(metadata, f"path.pretrain_network_g: {weights}")
+        data["network_g"] = {"type": metadata["arch"], **kwargs}
+        data.setdefault("scale", scale)
     opt = validate(decode_options(data), for_training=False)
     arch_kwargs = dict(opt.network_g)
     arch = arch_kwargs.pop("type")
@@ -284,11 +303,7 @@ def request_from_weights(
             f"weights: {path} carries no architecture metadata (not saved by traiNNer-auto); "
             "use -opt with an option file that sets network_g and scale"
         )
-    try:
-        kwargs = json.loads(metadata.get("arch_kwargs", "{}"))
-        scale = int(metadata.get("scale", ""))
-    except (json.JSONDecodeError, ValueError):
-        raise ConfigError(f"weights: {path} has unreadable architecture metadata") from None
+    kwargs, scale = _metadata_arch(metadata, f"weights: {path}")
     # The experiment's name when the file sits in experiments/<name>/models/.
     name = f"{path.parent.parent.name}_{path.stem}" if path.parent.name == "models" else path.stem
     data = {"name": name, "scale": scale, "network_g": {"type": metadata["arch"], **kwargs}}
@@ -308,7 +323,9 @@ def request_from_weights(
 
 def build_for_export(request: ExportRequest) -> nn.Module:
     """The network in eval mode on the CPU in fp32, with the request's weights."""
-    net = build_network(request.arch, request.scale, request.kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the networks' own deprecation notes
+        net = build_network(request.arch, request.scale, request.kwargs)
     if request.weights is not None:
         state, metadata = load_network(request.weights, request.param_key, key=request.weights_key)
         fitted, warning = fit_state_dict(
@@ -337,6 +354,82 @@ def _first_line(err: BaseException, limit: int = 240) -> str:
     return type(err).__name__
 
 
+class ImageOnly(nn.Module):
+    """Calls the network with the image alone: the TorchScript exporter turns the defaults
+    of further forward arguments (RealCUGAN's `alpha`) into graph inputs otherwise."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+def slim(proto: Any) -> Any:
+    """Fold constants, merge repeated subexpressions and drop dead nodes.
+
+    onnxscript's full `optimize` (what dynamo runs) also applies its rewrite rules, which
+    take minutes on transformer graphs of 10k nodes for a few percent fewer nodes.
+    """
+    import onnx_ir as ir
+    from onnx_ir.passes.common import (
+        CommonSubexpressionEliminationPass,
+        LiftConstantsToInitializersPass,
+    )
+    from onnxscript import optimizer
+
+    model = ir.from_proto(proto)
+    optimizer.fold_constants(model)
+    CommonSubexpressionEliminationPass()(model)
+    LiftConstantsToInitializersPass()(model)
+    optimizer.remove_unused_nodes(model)
+    return ir.to_proto(model)
+
+
+_ORT_NODE = re.compile(r"running (\w+) node\. Name:'([^']*)'")
+
+
+def _runtime_reason(err: BaseException) -> str:
+    """onnxruntime's failing node and its complaint, without the source paths."""
+    text = str(err)
+    node = _ORT_NODE.search(text)
+    if node is None:
+        return _first_line(err)
+    complaint = text.rsplit(" was false. ", 1)[1] if " was false. " in text else ""
+    return f"{node.group(1)} node {node.group(2)}" + (
+        f": {complaint.strip()[:160]}" if complaint else ""
+    )
+
+
+@contextlib.contextmanager
+def quiet_exporter() -> Iterator[None]:
+    """Keep the exporters' own output off the terminal: torch 2.14's TorchScript exporter
+    writes its whole IR graph to stderr when it fails (its ONNX log switch reads as always
+    on), and onnxscript logs a warning per node it does not fold. Failures still raise."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = (os.dup(1), os.dup(2))
+    onnxscript_logger = logging.getLogger("onnxscript")
+    level = onnxscript_logger.level
+    onnxscript_logger.setLevel(logging.ERROR)
+    try:
+        with (
+            tempfile.TemporaryFile() as sink,
+            contextlib.redirect_stdout(io.StringIO()),
+            contextlib.redirect_stderr(io.StringIO()),
+        ):
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
+        onnxscript_logger.setLevel(level)
+
+
 def export_onnx(
     net: nn.Module,
     path: Path,
@@ -350,12 +443,12 @@ def export_onnx(
     """Write `net` (fp32; copied for fp16) as one self-contained ONNX file at `path`."""
     import onnx
 
-    model = copy.deepcopy(net).half() if dtype == "fp16" else net
+    model = ImageOnly(copy.deepcopy(net).half() if dtype == "fp16" else net).eval()
     torch_dtype = torch.float16 if dtype == "fp16" else torch.float32
     example = torch.rand(*shape.dims, generator=torch.Generator().manual_seed(0)).to(torch_dtype)
     path.parent.mkdir(parents=True, exist_ok=True)
     dynamic_axes = [i for i, dyn in enumerate(shape.dynamic) if dyn]
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), quiet_exporter():
         # Tracer and deprecation warnings: verification at other sizes is the real check.
         warnings.simplefilter("ignore")
         if dynamo:
@@ -372,7 +465,7 @@ def export_onnx(
                 input_names=[INPUT_NAME],
                 output_names=[OUTPUT_NAME],
                 dynamic_shapes=(spec,) if spec else None,
-                optimize=optimize,
+                optimize=False,  # `slim` below, as for the TorchScript exporter
                 verbose=False,
             )
             assert program is not None
@@ -389,11 +482,11 @@ def export_onnx(
                 output_names=[OUTPUT_NAME],
                 dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes} if axes else None,
             )
-            if optimize:
-                from onnxscript import optimizer
-
-                onnx.save(optimizer.optimize(onnx.load(str(path))), str(path))
     proto = onnx.load(str(path))
+    if optimize:
+        with quiet_exporter():
+            proto = slim(proto)
+        onnx.save(proto, str(path))
     onnx.checker.check_model(proto)
     _check_dynamic(proto, shape)
 
@@ -475,16 +568,20 @@ def folder_images(folder: Path, count: int, crop: int, shape: Shape) -> list[Ten
     return images
 
 
-def verify_inputs(shape: Shape, images: list[Tensor] | None) -> list[Tensor]:
-    """Batches for the check: the images (or two smooth ones of different sizes) at the
-    shape's batch size, plus a batch of two when the batch axis is dynamic."""
+def verify_inputs(
+    shape: Shape, images: list[Tensor] | None, side: int = DEFAULT_EXAMPLE_HW
+) -> list[Tensor]:
+    """Batches for the check: the images, or smooth ones of three sizes other than the
+    traced `side` x `side` (the last no multiple of 16, where window-based networks pad),
+    at the shape's batch size, plus a batch of two when the batch axis is dynamic."""
     if images is None:
+        offsets = ((16, 32), (32, 16), (24, 8))
         sizes = [
             (
-                shape.dims[2] if not shape.dynamic[2] else 48 + 8 * k,
-                shape.dims[3] if not shape.dynamic[3] else 64 - 16 * k,
+                side + dh if shape.dynamic[2] else shape.dims[2],
+                side + dw if shape.dynamic[3] else shape.dims[3],
             )
-            for k in range(2)
+            for dh, dw in offsets
         ]
         images = smooth_images(sizes)
     batch = 1 if shape.dynamic[0] else shape.dims[0]
@@ -494,43 +591,78 @@ def verify_inputs(shape: Shape, images: list[Tensor] | None) -> list[Tensor]:
     return inputs
 
 
+def _size(x: Tensor) -> str:
+    return "x".join(map(str, x.shape))
+
+
+@dataclass
+class CheckSet:
+    """The check inputs the PyTorch network accepts, with its fp32 outputs for them."""
+
+    inputs: list[Tensor]
+    expected: list[np.ndarray]
+    rejected: list[str]  # sizes the network itself refuses (e.g. not a multiple of its window)
+
+
+def check_set(net: nn.Module, inputs: Sequence[Tensor]) -> CheckSet:
+    """Run `net` once on each input; an input it fails on is left out and named."""
+    checks = CheckSet([], [], [])
+    reason = ""
+    for x in inputs:
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the networks' deprecation notes
+                expected = net(x).float().numpy()
+        except Exception as err:
+            checks.rejected.append(_size(x))
+            reason = reason or _first_line(err, 160)
+            continue
+        checks.inputs.append(x)
+        checks.expected.append(expected)
+    if not checks.inputs:
+        raise DataError(
+            f"the PyTorch network fails on every check input ({', '.join(checks.rejected)}: "
+            f"{reason}); give a size it accepts with --crop or a fixed onnx.shape"
+        )
+    return checks
+
+
 def psnr(mse: float) -> float:
     """PSNR for images in [0, 1]; identical outputs give infinity."""
     return math.inf if mse <= 0 else 10 * math.log10(1 / mse)
 
 
-def verify_onnx(net: nn.Module, path: Path, inputs: Sequence[Tensor], dtype: DType) -> Verification:
-    """Run `path` with onnxruntime (CPU) and `net` in fp32 on `inputs`: the lowest PSNR
-    and the largest absolute difference over them."""
+def verify_onnx(path: Path, checks: CheckSet, dtype: DType) -> Verification:
+    """Run `path` with onnxruntime (CPU) on the check inputs: the lowest PSNR and the
+    largest absolute difference against the PyTorch outputs."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.log_severity_level = 3  # errors only
+    options.log_severity_level = 4  # its failures are reported here, as one line
     options.intra_op_num_threads = torch.get_num_threads()
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     worst_psnr, worst_abs = math.inf, 0.0
-    for x in inputs:
-        with torch.no_grad():
-            expected = net(x).float().numpy()
+    for x, expected in zip(checks.inputs, checks.expected, strict=True):
         feed = x.numpy().astype(np.float16 if dtype == "fp16" else np.float32)
         try:
             got = np.asarray(session.run(None, {INPUT_NAME: feed})[0]).astype(np.float32)
         except Exception as err:
             raise VerifyError(
-                f"{path.name}: onnxruntime failed on a {'x'.join(map(str, x.shape))} input: "
-                f"{_first_line(err)}"
+                f"{path.name}: onnxruntime failed on a {_size(x)} input "
+                f"({_runtime_reason(err)}); the export may have fixed a size: try the other "
+                "exporter (onnx.dynamo) or a fixed onnx.shape"
             ) from None
         if got.shape != expected.shape:
             raise VerifyError(
                 f"{path.name}: onnxruntime gives shape {list(got.shape)} for a "
-                f"{'x'.join(map(str, x.shape))} input, PyTorch {list(expected.shape)}"
+                f"{_size(x)} input, PyTorch {list(expected.shape)}"
             )
         diff = got.astype(np.float64) - expected
         if not np.isfinite(diff).all():
-            return Verification(-math.inf, math.inf, len(inputs))
+            return Verification(-math.inf, math.inf, len(checks.inputs))
         worst_psnr = min(worst_psnr, psnr(float(np.mean(diff**2))))
         worst_abs = max(worst_abs, float(np.abs(diff).max()))
-    return Verification(worst_psnr, worst_abs, len(inputs))
+    return Verification(worst_psnr, worst_abs, len(checks.inputs))
 
 
 # ------------------------------------------------------------------------ main
@@ -562,14 +694,17 @@ def run_export(
     """Export (fp32, and fp16 when asked), verify each file; raise on an fp32 mismatch."""
     onnx = request.onnx
     opset = check_onnx_options(onnx)
-    shape = parse_shape(onnx.shape, EXAMPLE_HW.get(request.arch, DEFAULT_EXAMPLE_HW))
+    side = EXAMPLE_HW.get(request.arch, DEFAULT_EXAMPLE_HW)
+    shape = parse_shape(onnx.shape, side)
     net = build_for_export(request)
     label = f"{request.arch} x{request.scale}"
-    inputs = None
+    checks = None
+    source = f"images of {images}" if images is not None else "generated smooth images"
     if onnx.verify:
         loaded = folder_images(images, max_images, crop, shape) if images is not None else None
-        inputs = verify_inputs(shape, loaded)
-    source = f"images of {images}" if images is not None else "generated smooth images"
+        checks = check_set(net, verify_inputs(shape, loaded, side))
+        if checks.rejected:
+            source += f"; the PyTorch network itself fails on {', '.join(checks.rejected)}"
     dtypes: list[DType] = ["fp32", "fp16"] if onnx.dtype == "fp16" else ["fp32"]
     results: list[tuple[Path, Verification | None]] = []
     for dtype in dtypes:
@@ -578,11 +713,11 @@ def run_export(
             net, path, shape, label, dtype=dtype, opset=opset, dynamo=onnx.dynamo,
             optimize=onnx.optimize,
         )  # fmt: skip
-        if inputs is None:
+        if checks is None:
             emit(f"{label} {dtype}: written, not verified (onnx.verify: false) -> {path}")
             results.append((path, None))
             continue
-        check = verify_onnx(net, path, inputs, dtype)
+        check = verify_onnx(path, checks, dtype)
         emit(result_line(label, dtype, check, source, path))
         results.append((path, check))
         if dtype == "fp32" and not check.psnr >= FP32_MIN_PSNR:

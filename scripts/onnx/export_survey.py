@@ -17,6 +17,7 @@ import math
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,14 +28,16 @@ from convert_to_onnx import (
     EXAMPLE_HW,
     FP32_MIN_PSNR,
     MAX_TORCHSCRIPT_OPSET,
+    ExportError,
     OnnxOptions,
     Verification,
     _export_kwargs,
     _first_line,
     check_onnx_options,
+    check_set,
     parse_shape,
-    smooth_images,
     try_export,
+    verify_inputs,
     verify_onnx,
 )
 
@@ -51,19 +54,22 @@ class SurveyRow:
     arch: str
     scale: int
     params: int
-    status: str  # "ok", "export failed", "verify failed", "build failed"
+    status: str  # ok, export failed, verify failed, build failed, PyTorch failed
     fp32: Verification | None = None
     fp16: Verification | None = None
     fp16_note: str = ""
     reason: str = ""
+    # Check sizes the PyTorch network itself fails on (it needs multiples of its window).
+    rejected: str = ""
     seconds: float = 0.0
 
     def line(self) -> str:
         head = f"{self.arch} x{self.scale} ({self.params / 1e6:.2f}M params, {self.seconds:.1f} s)"
+        note = f" ({self.rejected})" if self.rejected else ""
         if self.status != "ok":
-            return f"{head}: {self.status}: {self.reason}"
+            return f"{head}: {self.status}: {self.reason}{note}"
         fp16 = self.fp16_note or f"fp16 {_db(self.fp16)}"
-        return f"{head}: ok: fp32 {_db(self.fp32)}, {fp16}"
+        return f"{head}: ok: fp32 {_db(self.fp32)}, {fp16}{note}"
 
 
 def _db(check: Verification | None) -> str:
@@ -81,12 +87,13 @@ def survey_scale(arch: str) -> int:
 
 def survey_arch(arch: str, out_dir: Path, onnx: OnnxOptions, opset: int) -> SurveyRow:
     """Build `arch` with random weights, export fp32 and fp16, verify both."""
-    start = time.perf_counter()
     scale = survey_scale(arch)
     row = SurveyRow(arch, scale, 0, "ok")
     try:
         torch.manual_seed(0)
-        net = build_network(arch, scale, _export_kwargs(arch, {}, None)).float().eval()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # arch deprecation notes, not export problems
+            net = build_network(arch, scale, _export_kwargs(arch, {}, None)).float().eval()
     except Exception as err:
         row.status, row.reason = "build failed", _first_line(err)
         return row
@@ -94,7 +101,13 @@ def survey_arch(arch: str, out_dir: Path, onnx: OnnxOptions, opset: int) -> Surv
     side = EXAMPLE_HW.get(arch, DEFAULT_EXAMPLE_HW)
     shape = parse_shape(onnx.shape, side)
     # Sizes unlike the traced one: a shape the tracer baked in shows up here.
-    inputs = smooth_images([(side, side + 16), (side + 8, side)])
+    try:
+        checks = check_set(net, verify_inputs(shape, None, side))
+    except UserError as err:
+        row.status, row.reason = "PyTorch failed", str(err)
+        return row
+    if checks.rejected:
+        row.rejected = f"PyTorch itself fails on {', '.join(checks.rejected)}"
     for dtype in ("fp32", "fp16"):
         path = out_dir / f"{arch}_{dtype}.onnx"
         try:
@@ -102,13 +115,12 @@ def survey_arch(arch: str, out_dir: Path, onnx: OnnxOptions, opset: int) -> Surv
                 net, path, shape, arch, dtype=dtype, opset=opset, dynamo=onnx.dynamo,
                 optimize=onnx.optimize,
             )  # fmt: skip
-            check = verify_onnx(net, path, inputs, dtype)
+            check = verify_onnx(path, checks, dtype)
         except UserError as err:
             if dtype == "fp16":
                 row.fp16_note = f"fp16 failed: {err}"
                 break
-            exported = path.is_file() and "cannot be exported" not in str(err)
-            row.status = "verify failed" if exported else "export failed"
+            row.status = "export failed" if isinstance(err, ExportError) else "verify failed"
             row.reason = str(err)
             break
         finally:
@@ -121,7 +133,6 @@ def survey_arch(arch: str, out_dir: Path, onnx: OnnxOptions, opset: int) -> Surv
                 break
         else:
             row.fp16 = check
-    row.seconds = time.perf_counter() - start
     return row
 
 
@@ -136,7 +147,8 @@ def markdown(rows: Sequence[SurveyRow], onnx: OnnxOptions, opset: int) -> str:
     for row in rows:
         fp32 = _db(row.fp32).split(" (")[0]
         fp16 = _db(row.fp16).split(" (")[0]
-        note = (row.reason or row.fp16_note).replace("|", "/")
+        note = "; ".join(n for n in (row.reason, row.fp16_note, row.rejected) if n)
+        note = note.replace("|", "/")
         lines.append(
             f"| {row.arch} | {row.scale} | {row.params / 1e6:.2f}M | {row.status} | {fp32} | "
             f"{fp16} | {note} |"
@@ -174,7 +186,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="onnx_survey_") as tmp:
         for arch in archs or ARCH_REGISTRY.names():
+            start = time.perf_counter()
             row = survey_arch(arch, Path(tmp), onnx, opset)
+            row.seconds = time.perf_counter() - start
             print(row.line(), flush=True)
             rows.append(row)
     print(summary(rows))

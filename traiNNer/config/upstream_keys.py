@@ -190,7 +190,7 @@ def _translate_root(data: dict[str, Any]) -> None:
     data.pop("network_d", None)
     if "onnx" in data:
         del data["onnx"]
-        note("onnx: ignored by train.py (ONNX export is a separate step)")
+        note("onnx: ignored by train.py (export with scripts/onnx/convert_to_onnx.py -opt)")
 
 
 def _translate_otf(data: dict[str, Any]) -> None:
